@@ -1,0 +1,127 @@
+"""The model registry: every network is registered by name behind one contract.
+
+Contract (tested over every registered model in ``tests/models/test_contract.py``):
+``forward(images (N, C, H, W) float) -> logits (N, K, H, W)`` at the input size for any H, W,
+no softmax inside. The one declared exception is ``unet`` with ``padding="valid"``, whose
+output is smaller by construction and which exposes its size arithmetic.
+
+Each built model carries:
+    ``size_divisor``: H and W are padded inside to a multiple of this (1 = no padding needed);
+    ``stage_names``: dotted names of the submodules whose outputs are the network's stages,
+    in forward order (used by ``pixelwise shapes``);
+    ``pixelwise_name`` and ``pixelwise_args``: what :func:`create_model` was called with, so a
+    checkpoint can rebuild the model with one call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from pixelwise._checks import did_you_mean, message
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered model: its builder and what ``pixelwise models`` shows of it."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    summary: str
+    paper: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, summary: str, paper: str) -> Callable:
+    """Register a keyword-only builder ``builder(*, num_classes, in_channels, ...)`` under ``name``."""
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(message("model name", "be unique", repr(name)))
+        params = inspect.signature(builder).parameters
+        for required in ("num_classes", "in_channels"):
+            if (
+                required not in params
+                or params[required].kind is not inspect.Parameter.KEYWORD_ONLY
+            ):
+                raise TypeError(f"builder for {name!r} must take keyword-only {required!r}")
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            raise TypeError(f"builder for {name!r} must not swallow **kwargs")
+        _REGISTRY[name] = ModelEntry(name, builder, summary, paper)
+        return builder
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    # Importing the model modules runs their @register_model decorators.
+    from pixelwise.models import deeplab, fcn, patch, segnet, unet  # noqa: F401
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; unknown names raise a ValueError with a suggestion."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise ValueError(
+            message(
+                "model name", "be a registered model", repr(name), did_you_mean(name, _REGISTRY)
+            )
+        )
+    return _REGISTRY[name]
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The options of model ``name`` beyond num_classes/in_channels, with their defaults."""
+    params = inspect.signature(get_entry(name).builder).parameters
+    return {
+        key: (p.default if p.default is not inspect.Parameter.empty else None)
+        for key, p in params.items()
+        if key not in ("num_classes", "in_channels")
+    }
+
+
+def create_model(name: str, *, num_classes: int, in_channels: int = 3, **options: Any) -> nn.Module:
+    """Build a registered model by name.
+
+    Args:
+        name: a name from :func:`list_models` (a near miss gets a did-you-mean).
+        num_classes: K, the number of output channels (classes).
+        in_channels: C, the number of image channels.
+        **options: the model's own options (see ``pixelwise models``); unknown ones raise.
+
+    Returns:
+        The model, with ``size_divisor``, ``stage_names``, ``pixelwise_name`` and
+        ``pixelwise_args`` set.
+    """
+    entry = get_entry(name)
+    known = model_options(name)
+    for key in options:
+        if key not in known:
+            raise ValueError(
+                message(
+                    f"option for model '{name}'",
+                    "be one of " + str(sorted(known)),
+                    repr(key),
+                    did_you_mean(key, known),
+                )
+            )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(message("num_classes", "be an integer >= 1", repr(num_classes)))
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(message("in_channels", "be an integer >= 1", repr(in_channels)))
+    model = entry.builder(num_classes=num_classes, in_channels=in_channels, **options)
+    model.pixelwise_name = name
+    model.pixelwise_args = {"num_classes": num_classes, "in_channels": in_channels, **options}
+    return model
