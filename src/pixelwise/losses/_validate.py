@@ -1,0 +1,151 @@
+"""Checks shared by the loss functions: logits, targets, class weights and pixel weights.
+
+Each check raises a one-line ``ValueError``/``TypeError`` in the project's message format
+before torch fails deep inside a kernel with an index error or a CUDA assert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from pixelwise._checks import check_choice, message
+
+REDUCTIONS = ("mean", "sum", "none")
+
+# How many offending values an error message lists before it stops.
+_SHOW = 8
+
+
+def check_logits(logits: object) -> torch.Tensor:
+    """Check ``logits`` is a floating-point tensor of shape (N, K, H, W).
+
+    Shape:
+        logits: (N, K, H, W)
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(
+            message("logits", "be a torch.Tensor of shape (N, K, H, W)", type(logits).__name__)
+        )
+    if logits.dim() != 4:
+        fix = "add a batch axis with logits.unsqueeze(0)" if logits.dim() == 3 else ""
+        raise ValueError(
+            message("logits", "have 4 dimensions (N, K, H, W)", f"shape {tuple(logits.shape)}", fix)
+        )
+    if not logits.is_floating_point():
+        raise TypeError(
+            message("logits", "be a floating-point tensor", logits.dtype, "convert with .float()")
+        )
+    return logits
+
+
+def check_target(target: object, logits: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Check ``target`` matches ``logits`` and holds class indices or ``ignore_index``.
+
+    Any integer dtype is accepted and returned as int64, the dtype torch's kernels index with.
+    The value check costs one device synchronisation.
+
+    Shape:
+        target: (N, H, W) for logits (N, K, H, W)
+    """
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(
+            message("target", "be a torch.Tensor of shape (N, H, W)", type(target).__name__)
+        )
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(
+            message("target", "be an integer tensor of class indices", target.dtype, "use .long()")
+        )
+    n, k, h, w = logits.shape
+    if tuple(target.shape) != (n, h, w):
+        raise ValueError(
+            message(
+                "target",
+                f"have shape (N, H, W) = {(n, h, w)} to match logits {tuple(logits.shape)}",
+                f"shape {tuple(target.shape)}",
+                "drop the channel axis of the target or resize it to the logits",
+            )
+        )
+    target = target.long()
+    bad = (target != ignore_index) & ((target < 0) | (target >= k))
+    if bool(bad.any()):
+        values = torch.unique(target[bad]).tolist()
+        shown = ", ".join(str(v) for v in values[:_SHOW]) + (", ..." if len(values) > _SHOW else "")
+        raise ValueError(
+            message(
+                "target values",
+                f"be in [0, {k}) or ignore_index={ignore_index}",
+                f"values [{shown}]",
+                "check num_classes of the model or the ignore_index of the loss",
+            )
+        )
+    return target
+
+
+def check_class_weight(
+    weight: torch.Tensor | Sequence[float] | None, num_classes: int, like: torch.Tensor
+) -> torch.Tensor | None:
+    """Return per-class weights as a float tensor on ``like``'s device, or None.
+
+    Shape:
+        weight: (K,)
+    """
+    if weight is None:
+        return None
+    weight = torch.as_tensor(weight, dtype=like.dtype, device=like.device)
+    if weight.shape != (num_classes,):
+        raise ValueError(
+            message(
+                "class weight",
+                f"have shape ({num_classes},), one weight per class",
+                f"shape {tuple(weight.shape)}",
+            )
+        )
+    if bool((~torch.isfinite(weight) | (weight < 0)).any()):
+        raise ValueError(
+            message("class weight", "be finite and >= 0", weight.tolist(), "fix the class weights")
+        )
+    return weight
+
+
+def check_pixel_weights(pixel_weights: object, target: torch.Tensor) -> torch.Tensor:
+    """Check a per-pixel weight map matches ``target`` and is finite and non-negative.
+
+    Shape:
+        pixel_weights: (N, H, W), the shape of ``target``
+    """
+    if not isinstance(pixel_weights, torch.Tensor):
+        raise TypeError(
+            message(
+                "pixel_weights",
+                "be a torch.Tensor of shape (N, H, W)",
+                type(pixel_weights).__name__,
+                "wrap a numpy map with torch.from_numpy",
+            )
+        )
+    if tuple(pixel_weights.shape) != tuple(target.shape):
+        raise ValueError(
+            message(
+                "pixel_weights",
+                f"have the target's shape {tuple(target.shape)}",
+                f"shape {tuple(pixel_weights.shape)}",
+            )
+        )
+    if not pixel_weights.is_floating_point():
+        pixel_weights = pixel_weights.float()
+    if bool((~torch.isfinite(pixel_weights) | (pixel_weights < 0)).any()):
+        raise ValueError(
+            message(
+                "pixel_weights",
+                "be finite and >= 0",
+                "negative or non-finite values",
+                "check how the weight map was computed",
+            )
+        )
+    return pixel_weights
+
+
+def check_reduction(reduction: str) -> str:
+    """Return ``reduction`` if it is one of ``mean``, ``sum``, ``none``."""
+    return check_choice("reduction", reduction, REDUCTIONS)

@@ -1,0 +1,177 @@
+"""Object-level scores for touching instances: matched-object F1, average precision, merges, splits.
+
+Inputs are instance label images: 0 is background, every other value one object (labels need not
+be consecutive). Rules:
+
+- matching: a ground-truth object and a predicted object match when their IoU exceeds
+  ``iou_threshold`` (strictly). Thresholds below 0.5 are refused: above 0.5 each object can
+  match at most one other (IoU > 0.5 means more than half of each lies in the other, and
+  objects within one image do not overlap), so matching is unique without an assignment step;
+- TP = matched pairs, FP = unmatched predictions, FN = unmatched ground-truth objects;
+  precision TP/(TP+FP), recall TP/(TP+FN), F1 2TP/(2TP+FP+FN), and average precision
+  TP/(TP+FP+FN) at one threshold, the 2018 Data Science Bowl form (Caicedo et al., Nature
+  Methods 2019); ``mean_average_precision`` averages it over IoU 0.5, 0.55, ..., 0.95.
+  A ratio with nothing to count (e.g. precision with no predictions) is NaN;
+- merge: a predicted object that covers at least ``min_fraction`` (default 50 %) of the area
+  of each of two or more ground-truth objects; ``merges`` counts such predicted objects;
+- split: a ground-truth object that holds at least ``min_fraction`` of the area of each of two
+  or more predicted objects; ``splits`` counts such ground-truth objects.
+
+The area fraction is taken on the object being absorbed, so a merge needs most of each merged
+nucleus inside the one prediction, and a split needs each fragment to lie mostly inside the one
+nucleus, whatever the size of the other side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pixelwise._checks import message
+from pixelwise.metrics._inputs import compact_labels, label_image, pair_counts, same_shape
+
+DSB_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+"""IoU thresholds of the Data Science Bowl 2018 score: 0.5 to 0.95 in steps of 0.05."""
+
+
+@dataclass(frozen=True)
+class Overlaps:
+    """Pixel counts shared by every (ground-truth, predicted) object pair.
+
+    Shape:
+        intersection: (G, P); gt_areas: (G,); pred_areas: (P,); gt_labels: (G,); pred_labels: (P,).
+    """
+
+    gt_labels: np.ndarray
+    pred_labels: np.ndarray
+    intersection: np.ndarray
+    gt_areas: np.ndarray
+    pred_areas: np.ndarray
+
+    def iou(self) -> np.ndarray:
+        """IoU of every pair. Shape: (G, P) float64."""
+        union = self.gt_areas[:, None] + self.pred_areas[None, :] - self.intersection
+        return np.divide(self.intersection, union, out=np.zeros(union.shape), where=union > 0)
+
+
+@dataclass(frozen=True)
+class ObjectMatch:
+    """Object-level scores of one image at one IoU threshold; ``pairs`` holds matched labels."""
+
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    precision: float
+    recall: float
+    f1: float
+    average_precision: float
+    merges: int
+    splits: int
+    pairs: tuple[tuple[int, int], ...]
+
+
+def object_overlaps(gt: np.ndarray | torch.Tensor, pred: np.ndarray | torch.Tensor) -> Overlaps:
+    """Intersections and areas of all objects of two instance label images (0 = background).
+
+    Shape:
+        gt, pred: (H, W) integer label images of one shape.
+    """
+    gt = label_image(gt, "ground-truth instances")
+    pred = label_image(pred, "predicted instances")
+    same_shape(gt, pred, "ground-truth and predicted instances")
+    for name, labels in (("ground-truth instance labels", gt), ("predicted instance labels", pred)):
+        if labels.size and labels.min() < 0:
+            raise ValueError(message(name, "be >= 0 (0 = background)", f"minimum {labels.min()}"))
+    gt_ids, gt_labels = compact_labels(gt)
+    pred_ids, pred_labels = compact_labels(pred)
+    cells = pair_counts(gt_ids, pred_ids, gt_labels.size, pred_labels.size)  # (G+1, P+1) with 0
+    gt_areas, pred_areas = cells.sum(axis=1), cells.sum(axis=0)
+    # Drop the background row and column: background is not an object on either side.
+    g, p = gt_labels != 0, pred_labels != 0
+    return Overlaps(gt_labels[g], pred_labels[p], cells[np.ix_(g, p)], gt_areas[g], pred_areas[p])
+
+
+def _nan_ratio(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+def _check_fraction(name: str, value: object, low: float, low_inclusive: bool) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value <= 1
+    ok = ok and (value >= low if low_inclusive else value > low)
+    if not ok:
+        bracket = "[" if low_inclusive else "("
+        raise ValueError(message(name, f"lie in {bracket}{low}, 1]", repr(value)))
+    return float(value)
+
+
+def _merges_and_splits(overlaps: Overlaps, min_fraction: float) -> tuple[int, int]:
+    inter = overlaps.intersection
+    covers_gt = (inter > 0) & (inter >= min_fraction * overlaps.gt_areas[:, None])  # (G, P)
+    holds_pred = (inter > 0) & (inter >= min_fraction * overlaps.pred_areas[None, :])  # (G, P)
+    return int(np.sum(covers_gt.sum(axis=0) >= 2)), int(np.sum(holds_pred.sum(axis=1) >= 2))
+
+
+def match_objects(
+    gt: np.ndarray | torch.Tensor,
+    pred: np.ndarray | torch.Tensor,
+    *,
+    iou_threshold: float = 0.5,
+    min_fraction: float = 0.5,
+) -> ObjectMatch:
+    """Match objects one-to-one at IoU > ``iou_threshold`` and count merges and splits.
+
+    Args:
+        gt: ground-truth instances, 0 = background.
+        pred: predicted instances, 0 = background.
+        iou_threshold: in [0.5, 1]; a pair matches when its IoU is strictly greater.
+        min_fraction: share of an object's area that makes it "covered" in the merge/split rules.
+
+    Shape:
+        gt, pred: (H, W) integer label images of one shape.
+    """
+    iou_threshold = _check_fraction("iou_threshold", iou_threshold, 0.5, low_inclusive=True)
+    min_fraction = _check_fraction("min_fraction", min_fraction, 0.0, low_inclusive=False)
+    overlaps = object_overlaps(gt, pred)
+    g, p = np.nonzero(overlaps.iou() > iou_threshold)
+    tp = int(g.size)
+    fp, fn = overlaps.pred_labels.size - tp, overlaps.gt_labels.size - tp
+    merges, splits = _merges_and_splits(overlaps, min_fraction)
+    return ObjectMatch(
+        true_positives=tp,
+        false_positives=fp,
+        false_negatives=fn,
+        precision=_nan_ratio(tp, tp + fp),
+        recall=_nan_ratio(tp, tp + fn),
+        f1=_nan_ratio(2 * tp, 2 * tp + fp + fn),
+        average_precision=_nan_ratio(tp, tp + fp + fn),
+        merges=merges,
+        splits=splits,
+        pairs=tuple(
+            zip(overlaps.gt_labels[g].tolist(), overlaps.pred_labels[p].tolist(), strict=True)
+        ),
+    )
+
+
+def mean_average_precision(
+    gt: np.ndarray | torch.Tensor,
+    pred: np.ndarray | torch.Tensor,
+    thresholds: Sequence[float] = DSB_THRESHOLDS,
+) -> float:
+    """Mean over ``thresholds`` of TP/(TP+FP+FN), the Data Science Bowl 2018 image score.
+
+    NaN when neither image has an object.
+
+    Shape:
+        gt, pred: (H, W) integer label images of one shape.
+    """
+    if len(thresholds) == 0:
+        raise ValueError(message("thresholds", "hold at least one IoU value", "an empty sequence"))
+    thresholds = [_check_fraction("IoU threshold", t, 0.5, low_inclusive=True) for t in thresholds]
+    iou = object_overlaps(gt, pred).iou()
+    total = iou.shape[0] + iou.shape[1]
+    scores = [_nan_ratio(int(np.sum(iou > t)), total - int(np.sum(iou > t))) for t in thresholds]
+    return float(np.mean(scores))
