@@ -1,0 +1,275 @@
+"""Reading image and mask files, with one-line errors that name the file.
+
+Pillow reads PNG, BMP, GIF and JPEG images; tifffile reads TIFF (16-bit, multi-channel and
+multi-page). Masks are never read from JPEG: lossy compression changes label values along edges.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pixelwise._checks import message
+from pixelwise.data.encoding import MaskEncoding
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif")
+TIFF_SUFFIXES = (".tif", ".tiff")
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+# What Pillow and tifffile raise on damaged files; FileNotFoundError is handled before.
+_READ_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+
+
+def check_exists(path: Path, what: str) -> Path:
+    """Raise FileNotFoundError naming ``path`` unless it is a file."""
+    if not path.is_file():
+        actual = "a folder" if path.is_dir() else "a missing file"
+        raise FileNotFoundError(message(f"{what} {path}", "be an existing file", actual))
+    return path
+
+
+def refuse_lossy_mask(path: Path) -> None:
+    """Refuse a JPEG mask by its name, before anything is read."""
+    if path.suffix.lower() in LOSSY_SUFFIXES:
+        raise ValueError(_lossy_message(path))
+
+
+def _lossy_message(path: Path) -> str:
+    return message(
+        f"mask {path}",
+        "be stored losslessly (PNG, TIFF or BMP)",
+        "JPEG",
+        "JPEG compression changes label values along edges; export the masks as PNG",
+    )
+
+
+def _unreadable(path: Path, what: str, err: BaseException) -> ValueError:
+    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return ValueError(
+        message(
+            f"{what} {path}",
+            "be a readable, complete image file",
+            f"{type(err).__name__}: {detail}",
+            "re-export the file or remove it from the data set",
+        )
+    )
+
+
+def open_pil(path: Path, what: str) -> Image.Image:
+    """Open and fully decode an image with Pillow; damaged or truncated files raise ValueError."""
+    check_exists(path, what)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            # load() leaves the file handle to the context manager; copy keeps the pixels.
+            decoded = image.copy()
+            decoded.format = image.format  # copy() drops the format, which names JPEG masks
+            return decoded
+    except _READ_ERRORS as err:
+        raise _unreadable(path, what, err) from err
+
+
+class _Collect(logging.Handler):
+    """Keeps the warnings tifffile logs: it reports a broken page chain only that way."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _tiff_damage(tif: object, size: int, warnings: list[str]) -> str | None:
+    if warnings:
+        return warnings[0]
+    for index, page in enumerate(tif.pages):
+        end = max(
+            (o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)), default=0
+        )
+        if end > size:
+            return f"page {index} needs {end} bytes, the file has {size}"
+    return None
+
+
+def read_tiff_pages(path: Path, what: str) -> list[np.ndarray]:
+    """Read every page of a (multi-page) TIFF file as its own array; damage raises ValueError.
+
+    Shape:
+        returns P arrays of (H, W) or (H, W, C).
+    """
+    import tifffile
+
+    check_exists(path, what)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise ValueError(message(f"{what} {path}", "be a TIFF file (.tif, .tiff)", path.suffix))
+    collect, logger = _Collect(), logging.getLogger("tifffile")
+    logger.addHandler(collect)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = [_channels_last(np.asarray(page.asarray())) for page in tif.pages]
+            damage = _tiff_damage(tif, path.stat().st_size, collect.messages)
+    except _READ_ERRORS as err:
+        raise _unreadable(path, what, err) from err
+    finally:
+        logger.removeHandler(collect)
+    if damage:
+        raise _unreadable(path, what, OSError(f"truncated or damaged TIFF ({damage})"))
+    if not pages:
+        raise ValueError(message(f"{what} {path}", "hold at least one page", "none"))
+    return pages
+
+
+def read_pixels(
+    path: Path, what: str, *, lossless: bool = False, expand_palette: bool = True
+) -> tuple[np.ndarray, str]:
+    """Raw pixels of a single image and a description of its storage (Pillow mode or dtype).
+
+    Alpha is dropped (it carries no data here). Palette ("P") images are expanded to RGB unless
+    ``expand_palette`` is false: the indices of an index mask are its values.
+
+    Args:
+        path: The file.
+        what: Names the file in error messages ("image", "mask", ...).
+        lossless: Refuse JPEG content (labels), whatever the file is called.
+        expand_palette: Expand palette images to RGB.
+
+    Shape:
+        returns (H, W) or (H, W, C).
+    """
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return _tiff_pixels(path, what), "TIFF"
+    image = open_pil(path, what)
+    if lossless and image.format == "JPEG":
+        raise ValueError(_lossy_message(path))
+    mode = image.mode
+    if mode == "LA":
+        image = image.convert("L")
+    elif mode in ("PA", "RGBA", "CMYK", "YCbCr", "HSV", "LAB") or (mode == "P" and expand_palette):
+        image = image.convert("RGB")
+    return np.asarray(image), mode
+
+
+def _channels_last(array: np.ndarray) -> np.ndarray:
+    """(C, H, W) planar TIFF data to (H, W, C); (H, W, 1) to (H, W)."""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # (C, H, W) → (H, W, C)
+    return array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array
+
+
+def _tiff_pixels(path: Path, what: str) -> np.ndarray:
+    pages = read_tiff_pages(path, what)
+    if len(pages) > 1 or pages[0].ndim not in (2, 3):
+        actual = f"{len(pages)} pages" if len(pages) > 1 else f"shape {pages[0].shape}"
+        raise ValueError(
+            message(
+                f"{what} {path}",
+                "be a single (H, W[, C]) image",
+                actual,
+                "read multi-page stacks with TiffStackDataset",
+            )
+        )
+    return pages[0]
+
+
+def to_float(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """Scale integer pixels to [0, 1]: 8-bit by 255, 16-bit by 65535; float is kept as is.
+
+    Shape:
+        (H, W[, C]) → same.
+    """
+    kind, size = pixels.dtype.kind, pixels.dtype.itemsize
+    if kind == "b":
+        return pixels.astype(np.float32)
+    if kind == "f":
+        return pixels.astype(np.float32, copy=False)
+    if kind in "ui" and size == 1:
+        return pixels.astype(np.float32) / 255.0
+    if kind in "ui" and (size == 2 or (pixels.size and pixels.min() >= 0 and pixels.max() < 65536)):
+        # Pillow opens some 16-bit files as 32-bit mode "I"; their range says what they are.
+        return pixels.astype(np.float32) / 65535.0
+    raise ValueError(
+        message(f"image {path}", "hold 8-bit, 16-bit or float pixels", f"dtype {pixels.dtype}")
+    )
+
+
+def _channels(pixels: np.ndarray) -> int:
+    return 1 if pixels.ndim == 2 else int(pixels.shape[-1])
+
+
+def read_image(path: Path, channels: int | None = None) -> np.ndarray:
+    """Read an image as float32 in [0, 1], checking its channel count when one is expected.
+
+    Shape:
+        returns (H, W, C).
+    """
+    pixels, mode = read_pixels(path, "image")
+    found = _channels(pixels)
+    if channels is not None and found != channels:
+        raise ValueError(
+            message(
+                f"image {path}",
+                f"have {channels} channel{'s' * (channels != 1)} (channels={channels})",
+                f"{found} (mode {mode})",
+                f"convert the images, or set channels={found} and the model's in_channels to match",
+            )
+        )
+    return to_float(pixels if pixels.ndim == 3 else pixels[..., None], path)
+
+
+def read_mask(path: Path, encoding: MaskEncoding) -> np.ndarray:
+    """Read a mask file and decode it to classes with ``encoding``.
+
+    Shape:
+        returns (H, W) int64 in ``[0, K)`` or ``ignore_index``.
+    """
+    refuse_lossy_mask(path)
+    palette = encoding.kind == "palette"
+    pixels, mode = read_pixels(path, "mask", lossless=True, expand_palette=palette)
+    found = _channels(pixels)
+    if found != encoding.channels:
+        if palette:
+            fix = "colour masks need RGB; declare MaskEncoding.index or .values for index masks"
+        elif found == 3 and (pixels[..., :1] == pixels).all():
+            fix = "its channels are equal: save it as a single-channel (mode L) PNG"
+        else:
+            fix = "save index masks as single-channel PNGs, or declare MaskEncoding.palette(...)"
+        raise ValueError(
+            message(
+                f"mask {path}",
+                f"have {encoding.channels} channel{'s' * palette} for the {encoding.kind} encoding",
+                f"{found} (mode {mode})",
+                fix,
+            )
+        )
+    return encoding.decode(pixels, source=str(path))
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """Read an instance label image: 0 background, 1..N one object each.
+
+    Shape:
+        returns (H, W) int64.
+    """
+    refuse_lossy_mask(path)
+    pixels, mode = read_pixels(path, "instance image", lossless=True, expand_palette=False)
+    if pixels.ndim != 2 or pixels.dtype.kind not in "iub" or (pixels.size and pixels.min() < 0):
+        raise ValueError(
+            message(
+                f"instance image {path}",
+                "be one channel of non-negative integers (0 background, 1..N objects)",
+                f"{_channels(pixels)} channel(s) of {pixels.dtype} (mode {mode})",
+                "save instance labels as 8- or 16-bit single-channel PNGs",
+            )
+        )
+    return pixels.astype(np.int64)

@@ -1,0 +1,194 @@
+"""Training and validation data sets from a small config, for the training engine.
+
+A ``[data]`` table of a run's TOML file, e.g.::
+
+    [data]
+    layout = "folders"            # "folders" | "camvid" | "instances" | "tiff" | "synthetic"
+    root = "../shared/data/isbi2012"
+    encoding = { kind = "values", value_map = { "0" = 0, "255" = 1 } }
+    crop_size = 256
+    hflip = true
+    elastic_std = 10.0
+    val_fraction = 0.2
+    shuffle_split = false         # ISBI: slices 00–19 train, 20–24 validate
+
+Mask encodings are declared for the ``folders`` and ``tiff`` layouts; CamVid, instance and
+synthetic data know theirs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from pixelwise._checks import check_choice, did_you_mean, message
+from pixelwise.data.datasets import (
+    CAMVID_ENCODING,
+    CamVidDataset,
+    FolderDataset,
+    InstanceDataset,
+    SegmentationDataset,
+    TiffStackDataset,
+)
+from pixelwise.data.encoding import MaskEncoding
+from pixelwise.data.splits import split_dataset
+from pixelwise.data.synthetic import SyntheticNuclei
+
+LAYOUTS = ("folders", "camvid", "instances", "tiff", "synthetic")
+# (images, masks) under root when the config names none.
+DEFAULT_NAMES = {
+    "folders": ("images", "masks"),
+    "instances": ("images", "instances"),
+    "tiff": ("train-volume.tif", "train-labels.tif"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data is, how its masks are encoded, how to split and augment it.
+
+    Attributes:
+        layout: ``"folders"``, ``"camvid"``, ``"instances"``, ``"tiff"`` or ``"synthetic"``.
+        root: The data set folder (not used by ``synthetic``).
+        encoding: A :meth:`MaskEncoding.from_config` table; required for folders and tiff.
+        images: Image folder (or TIFF file) under ``root``; for camvid the training split.
+        masks: Mask folder (or label TIFF) under ``root``; for camvid the validation split.
+        channels: Channels every image must have; None accepts any.
+        crop_size: Training crop (int or (h, w)); None keeps the image size.
+        scale: Random scale range, e.g. (0.75, 1.25).
+        hflip, vflip, rot90: Random flips and 90° rotations.
+        elastic_std: Elastic deformation strength, pixels (0: off; the U-Net paper: 10).
+        val_fraction: Share of samples that validate (not camvid, which has a val split).
+        shuffle_split: Draw the validation samples by ``seed``; False takes the last ones.
+        manifest: CSV under ``root`` for a split stratified by its ``group`` column.
+        seed: Seed of the split and of the synthetic images.
+        weights: Add U-Net weight maps (instances, synthetic).
+        num_train, num_val, image_size: The synthetic data set's size.
+    """
+
+    layout: str = "synthetic"
+    root: str | None = None
+    encoding: Mapping[str, object] | MaskEncoding | None = None
+    images: str | None = None
+    masks: str | None = None
+    channels: int | None = None
+    crop_size: int | tuple[int, int] | None = None
+    scale: tuple[float, float] | None = None
+    hflip: bool = False
+    vflip: bool = False
+    rot90: bool = False
+    elastic_std: float = 0.0
+    val_fraction: float = 0.2
+    shuffle_split: bool = True
+    manifest: str | None = None
+    seed: int = 0
+    weights: bool = True
+    num_train: int = 64
+    num_val: int = 16
+    image_size: int = 96
+
+    def __post_init__(self) -> None:
+        check_choice("data layout", self.layout, LAYOUTS)
+        if self.layout != "synthetic" and self.root is None:
+            raise ValueError(
+                message(f"data root for layout '{self.layout}'", "be given", "nothing")
+            )
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, object]) -> DataConfig:
+        """Build from a TOML table; unknown keys raise with a suggestion."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in table:
+            if key not in names:
+                raise ValueError(
+                    message("data key", "be known", repr(key), did_you_mean(key, names))
+                )
+        values = dict(table)
+        for key in ("crop_size", "scale"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def _encoding(config: DataConfig) -> MaskEncoding:
+    if config.encoding is not None:
+        return MaskEncoding.from_config(config.encoding)
+    if config.layout == "camvid":
+        return CAMVID_ENCODING
+    raise ValueError(
+        message(
+            f"the mask encoding of layout '{config.layout}'",
+            "be declared",
+            "nothing",
+            'e.g. encoding = { kind = "values", value_map = { "0" = 0, "255" = 1 } }',
+        )
+    )
+
+
+def _full_dataset(config: DataConfig) -> SegmentationDataset:
+    root = Path(config.root)
+    default_images, default_masks = DEFAULT_NAMES[config.layout]
+    images, masks = config.images or default_images, config.masks or default_masks
+    common = {"channels": config.channels}
+    if config.layout == "folders":
+        return FolderDataset(root, _encoding(config), images=images, masks=masks, **common)
+    if config.layout == "instances":
+        return InstanceDataset(
+            root, images=images, instances=masks, weights=config.weights, **common
+        )
+    return TiffStackDataset(root / images, root / masks, _encoding(config), **common)
+
+
+def build_datasets(
+    config: DataConfig | Mapping[str, object], *, generator: torch.Generator | None = None
+) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """The training set (with augmentation) and the validation set (without) of a config.
+
+    Args:
+        config: A :class:`DataConfig` or its TOML table.
+        generator: Source of the augmentation's randomness; None for the global generator.
+
+    Returns:
+        (train, val); both carry ``class_names``, ``num_classes`` and ``ignore_index``.
+    """
+    from pixelwise.data.transforms import build_transforms
+
+    if not isinstance(config, DataConfig):
+        config = DataConfig.from_mapping(config)
+    # Instance and synthetic data decode to MaskEncoding.index(2), whose ignore_index is 255.
+    fixed = config.layout in ("instances", "synthetic")
+    ignore_index = 255 if fixed else _encoding(config).ignore_index
+    train_transform = build_transforms(
+        crop_size=config.crop_size,
+        scale=config.scale,
+        hflip=config.hflip,
+        vflip=config.vflip,
+        rot90=config.rot90,
+        elastic_std=config.elastic_std,
+        ignore_index=ignore_index,
+        generator=generator,
+    )
+    if config.layout == "synthetic":
+        kwargs = {"size": config.image_size, "seed": config.seed, "weights": config.weights}
+        train = SyntheticNuclei(
+            config.num_train, split="train", transform=train_transform, **kwargs
+        )
+        return train, SyntheticNuclei(config.num_val, split="val", **kwargs)
+    if config.layout == "camvid":
+        kwargs = {"encoding": _encoding(config), "channels": config.channels}
+        train_split, val_split = config.images or "train", config.masks or "val"
+        train = CamVidDataset(config.root, train_split, transform=train_transform, **kwargs)
+        return train, CamVidDataset(config.root, val_split, **kwargs)
+    manifest = Path(config.root) / config.manifest if config.manifest else None
+    return split_dataset(
+        _full_dataset(config),
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        shuffle=config.shuffle_split,
+        manifest=manifest,
+        train_transform=train_transform,
+        val_transform=None,
+    )

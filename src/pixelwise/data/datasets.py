@@ -1,0 +1,561 @@
+"""Segmentation data sets read from files: folders, CamVid, instance labels and TIFF stacks.
+
+Every data set returns one dict per sample::
+
+    {"image": float32 (C, H, W) in [0, 1], "mask": int64 (H, W), "path": str}
+
+plus ``"instances"`` (int64 (H, W)) and ``"weight"`` (float32 (H, W), the U-Net weight map)
+for instance-label data. Masks hold ``[0, K)`` or ``ignore_index``. ``load_sample(i)`` reads a
+sample; ``dataset[i]`` also applies the data set's ``transform`` (see
+:mod:`pixelwise.data.transforms`). Class names travel with the data set (``class_names``), read
+from a ``classes.txt`` in the root when present, so that checkpoints can record them.
+
+Files are paired by stem, so ``images/a.jpg`` pairs with ``masks/a.png``; every problem that
+can be seen from the file names (missing folders, unpaired files, JPEG masks) is raised when
+the data set is built, and every problem inside a file when it is read, each as one line
+naming the file. :func:`pixelwise.data.checks.check_dataset` reads everything up front.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pixelwise._checks import check_choice, message
+from pixelwise.data._io import (
+    IMAGE_SUFFIXES,
+    check_exists,
+    read_image,
+    read_labels,
+    read_mask,
+    read_tiff_pages,
+    refuse_lossy_mask,
+    to_float,
+)
+from pixelwise.data.encoding import MaskEncoding, format_values, read_class_names
+
+logger = logging.getLogger(__name__)
+
+Sample = dict[str, object]
+Transform = Callable[[Sample], Sample]
+WeightFn = Callable[[np.ndarray], np.ndarray]
+
+CAMVID_SPLITS = ("train", "val", "test")
+# CamVid as used by SegNet: 11 classes, annotation value 11 is void and ignored.
+CAMVID_ENCODING = MaskEncoding.index(11, ignore_values=(11,))
+INSTANCE_CLASSES = ("background", "object")
+
+
+class SegmentationDataset(Dataset):
+    """Base of the pixelwise data sets: subclasses implement ``__len__``, ``load_sample`` and
+    ``sample_id``.
+
+    Attributes:
+        encoding: How mask files map to classes.
+        class_names: One name per class, K in all.
+        transform: Applied to each sample dict by ``__getitem__``; None for none.
+    """
+
+    def __init__(
+        self,
+        encoding: MaskEncoding,
+        class_names: Sequence[str],
+        transform: Transform | None = None,
+    ) -> None:
+        self.encoding = encoding
+        self.class_names = tuple(class_names)
+        self.transform = transform
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of classes."""
+        return self.encoding.num_classes
+
+    @property
+    def ignore_index(self) -> int:
+        """The mask value excluded from loss and metrics."""
+        return self.encoding.ignore_index
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def sample_id(self, index: int) -> str:
+        """A short name of sample ``index`` (the file stem), as in a manifest."""
+        raise NotImplementedError
+
+    def load_sample(self, index: int) -> Sample:
+        """Read sample ``index`` without the transform.
+
+        Shape:
+            image: (C, H, W) float32; mask: (H, W) int64; weight, instances: (H, W).
+        """
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Sample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(message("sample index", f"lie in [0, {len(self)})", index))
+        sample = self.load_sample(index % len(self))
+        return self.transform(sample) if self.transform is not None else sample
+
+    def subset(self, indices: Sequence[int], transform: Transform | None = None) -> DatasetView:
+        """A view of some samples with its own transform (e.g. training augmentation)."""
+        return DatasetView(self, indices, transform)
+
+
+class DatasetView(SegmentationDataset):
+    """Samples ``indices`` of ``base``, read without ``base.transform``, with their own."""
+
+    def __init__(
+        self,
+        base: SegmentationDataset,
+        indices: Sequence[int],
+        transform: Transform | None = None,
+    ) -> None:
+        super().__init__(base.encoding, base.class_names, transform)
+        self.base = base
+        self.indices = [int(i) for i in indices]
+        bad = [i for i in self.indices if not 0 <= i < len(base)]
+        if bad:
+            raise IndexError(message("subset indices", f"lie in [0, {len(base)})", bad[:5]))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def sample_id(self, index: int) -> str:
+        return self.base.sample_id(self.indices[index])
+
+    def load_sample(self, index: int) -> Sample:
+        return self.base.load_sample(self.indices[index])
+
+
+def resolve_class_names(
+    class_names: Sequence[str] | None, root: Path | None, num_classes: int
+) -> tuple[str, ...]:
+    """Explicit names, else ``root/classes.txt``, else ``class_0 … class_{K-1}``."""
+    if class_names is not None:
+        names = tuple(str(n) for n in class_names)
+        if len(names) != num_classes:
+            raise ValueError(
+                message("class_names", f"name all {num_classes} classes", f"{len(names)} names")
+            )
+        return names
+    if root is not None and (root / "classes.txt").is_file():
+        return read_class_names(root / "classes.txt", num_classes)
+    return tuple(f"class_{i}" for i in range(num_classes))
+
+
+def check_encoding(encoding: object) -> MaskEncoding:
+    """Return ``encoding`` if it is a MaskEncoding, else raise a TypeError saying how to build one."""
+    if not isinstance(encoding, MaskEncoding):
+        raise TypeError(
+            message(
+                "encoding",
+                "be a MaskEncoding",
+                type(encoding).__name__,
+                "build one with MaskEncoding.index, .values or .palette",
+            )
+        )
+    return encoding
+
+
+def _image_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (C, H, W)
+
+
+def check_same_size(image: np.ndarray, mask: np.ndarray, image_name: str, mask_name: str) -> None:
+    """Raise a ValueError naming both files and sizes unless the (H, W) sizes agree."""
+    if image.shape[:2] != mask.shape[:2]:
+        raise ValueError(
+            message(
+                f"mask {mask_name}",
+                f"have the size of its image {image_name}, (H, W) = {image.shape[:2]}",
+                f"(H, W) = {mask.shape[:2]}",
+                "pair the right files, or resize the mask with nearest-neighbour interpolation",
+            )
+        )
+
+
+def list_images(folder: Path, what: str) -> dict[str, Path]:
+    """Image files of ``folder`` by stem; a missing or empty folder, or a repeated stem, raises."""
+    if not folder.is_dir():
+        actual = "a file" if folder.exists() else "a missing folder"
+        raise FileNotFoundError(message(f"{what} folder {folder}", "exist", actual))
+    files: dict[str, Path] = {}
+    others = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            others.append(path.name)
+            continue
+        if path.stem in files:
+            raise ValueError(
+                message(
+                    f"file stems in {folder}",
+                    "be unique",
+                    f"{files[path.stem].name} and {path.name}",
+                    "keep one file per sample",
+                )
+            )
+        files[path.stem] = path
+    if not files:
+        found = f"no image files (other files: {format_values(others, 3)})" if others else "none"
+        raise ValueError(
+            message(f"{what} folder {folder}", f"contain images {list(IMAGE_SUFFIXES)}", found)
+        )
+    return files
+
+
+def pair_by_stem(image_dir: Path, mask_dir: Path, what: str = "mask") -> list[tuple[Path, Path]]:
+    """Pair ``image_dir/x.*`` with ``mask_dir/x.*``; unpaired files on either side raise."""
+    images = list_images(image_dir, "image")
+    masks = list_images(mask_dir, what)
+    lonely_images = sorted(images.keys() - masks.keys())
+    lonely_masks = sorted(masks.keys() - images.keys())
+    if lonely_images or lonely_masks:
+        problems = []
+        if lonely_images:
+            problems.append(
+                f"{len(lonely_images)} image(s) without one: {format_values(lonely_images, 5)}"
+            )
+        if lonely_masks:
+            problems.append(
+                f"{len(lonely_masks)} {what}(s) without an image: {format_values(lonely_masks, 5)}"
+            )
+        raise ValueError(
+            message(
+                f"every image in {image_dir} and {what} in {mask_dir}",
+                "pair up by file stem",
+                "; ".join(problems),
+                "add the missing files or remove the unpaired ones",
+            )
+        )
+    return [(images[stem], masks[stem]) for stem in sorted(images)]
+
+
+class PairedDataset(SegmentationDataset):
+    """Explicit (image, mask) file pairs.
+
+    Args:
+        pairs: (image path, mask path) per sample.
+        encoding: How the mask files map to classes.
+        class_names: K names; default ``class_0 …``.
+        channels: Channels every image must have (the model's ``in_channels``); None accepts any.
+        transform: Applied to each sample by ``__getitem__``.
+
+    Shape:
+        sample["image"]: (C, H, W) float32; sample["mask"]: (H, W) int64.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[str | Path, str | Path]],
+        encoding: MaskEncoding,
+        *,
+        class_names: Sequence[str] | None = None,
+        channels: int | None = None,
+        transform: Transform | None = None,
+    ) -> None:
+        encoding = check_encoding(encoding)
+        super().__init__(
+            encoding, resolve_class_names(class_names, None, encoding.num_classes), transform
+        )
+        self.pairs = [(Path(i), Path(m)) for i, m in pairs]
+        if not self.pairs:
+            raise ValueError(message("pairs", "list at least one (image, mask) pair", "none"))
+        for image_path, mask_path in self.pairs:
+            check_exists(image_path, "image")
+            check_exists(mask_path, "mask")
+            refuse_lossy_mask(mask_path)
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def sample_id(self, index: int) -> str:
+        return self.pairs[index][0].stem
+
+    def load_sample(self, index: int) -> Sample:
+        image_path, mask_path = self.pairs[index]
+        image = read_image(image_path, self.channels)  # (H, W, C)
+        target = self.read_target(index, mask_path)
+        check_same_size(image, target["mask"].numpy(), str(image_path), str(mask_path))
+        return {"image": _image_tensor(image), **target, "path": str(image_path)}
+
+    def read_target(self, index: int, mask_path: Path) -> dict[str, torch.Tensor]:
+        """The target tensors of one sample: here the decoded mask."""
+        return {"mask": torch.from_numpy(read_mask(mask_path, self.encoding))}
+
+
+class FolderDataset(PairedDataset):
+    """``root/images/`` and ``root/masks/`` paired by file stem (extensions may differ).
+
+    Args:
+        root: The data set folder; class names come from ``root/classes.txt`` when present.
+        encoding: How the mask files map to classes.
+        images: Name of the image folder under ``root``.
+        masks: Name of the mask folder under ``root``.
+        class_names, channels, transform: As in :class:`PairedDataset`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        encoding: MaskEncoding,
+        *,
+        images: str = "images",
+        masks: str = "masks",
+        class_names: Sequence[str] | None = None,
+        channels: int | None = None,
+        transform: Transform | None = None,
+    ) -> None:
+        root = _check_root(root)
+        pairs = pair_by_stem(root / images, root / masks)
+        names = resolve_class_names(class_names, root, check_encoding(encoding).num_classes)
+        super().__init__(pairs, encoding, class_names=names, channels=channels, transform=transform)
+        self.root = root
+
+
+class CamVidDataset(FolderDataset):
+    """The CamVid layout: ``train/`` + ``trainannot/``, ``val/`` + ``valannot/``, ``test/`` +
+    ``testannot/``.
+
+    The default encoding reads the annotations as 11 classes with value 11 (void) ignored.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        encoding: MaskEncoding = CAMVID_ENCODING,
+        class_names: Sequence[str] | None = None,
+        channels: int | None = None,
+        transform: Transform | None = None,
+    ) -> None:
+        check_choice("CamVid split", split, CAMVID_SPLITS)
+        super().__init__(
+            root,
+            encoding,
+            images=split,
+            masks=f"{split}annot",
+            class_names=class_names,
+            channels=channels,
+            transform=transform,
+        )
+        self.split = split
+
+
+def _check_root(root: str | Path) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        actual = "a file" if root.exists() else "a missing folder"
+        raise FileNotFoundError(message(f"data set folder {root}", "exist", actual))
+    return root
+
+
+def separate_touching(instances: np.ndarray) -> np.ndarray:
+    """Cut a one-pixel background gap between touching objects.
+
+    A pixel becomes background when one of its 8 neighbours belongs to an object with a larger
+    label, so no two objects touch afterwards (not even diagonally) and the semantic mask keeps
+    them apart: the thin gaps are what the U-Net weight map emphasises.
+
+    Shape:
+        instances: (H, W) → (H, W), same dtype.
+    """
+    padded = np.pad(instances, 1)
+    height, width = instances.shape
+    larger = np.zeros(instances.shape, dtype=bool)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            neighbour = padded[dy : dy + height, dx : dx + width]
+            larger |= neighbour > instances
+    out = instances.copy()
+    out[(instances > 0) & larger] = 0
+    return out
+
+
+def default_weight_fn(instances: np.ndarray) -> np.ndarray:
+    """The U-Net weight map with the paper's defaults (w0 = 10, σ = 5 pixels)."""
+    from pixelwise.losses.weight_map import unet_weight_map
+
+    return unet_weight_map(instances)
+
+
+def instance_target(
+    instances: np.ndarray, *, separate: bool = True, weight_fn: WeightFn | None = None
+) -> dict[str, torch.Tensor]:
+    """Mask (0 background, 1 object), instance labels and, with ``weight_fn``, the weight map.
+
+    Shape:
+        instances: (H, W); every output: (H, W).
+    """
+    labels = separate_touching(instances) if separate else instances
+    target = {
+        "mask": torch.from_numpy((labels > 0).astype(np.int64)),
+        "instances": torch.from_numpy(labels.astype(np.int64)),
+    }
+    if weight_fn is not None:
+        weight = np.asarray(weight_fn(labels), dtype=np.float32)
+        if weight.shape != labels.shape:
+            raise ValueError(
+                message("weight_fn output", f"have shape {labels.shape}", f"shape {weight.shape}")
+            )
+        target["weight"] = torch.from_numpy(weight)
+    return target
+
+
+class WeightCache:
+    """Instance targets with the weight map computed once per sample, then reused.
+
+    The weight map depends only on the labels, which do not change between epochs, while
+    computing it takes one distance transform per object.
+    """
+
+    def __init__(self, weight_fn: WeightFn | None, separate: bool) -> None:
+        self.weight_fn, self.separate = weight_fn, separate
+        self._weights: dict[int, torch.Tensor] = {}
+
+    def target(self, index: int, instances: np.ndarray) -> dict[str, torch.Tensor]:
+        """As :func:`instance_target`, the weight map cached under ``index``."""
+        cached = self._weights.get(index)
+        weight_fn = self.weight_fn if cached is None else None
+        target = instance_target(instances, separate=self.separate, weight_fn=weight_fn)
+        if cached is not None:
+            target["weight"] = cached
+        elif "weight" in target:
+            self._weights[index] = target["weight"]
+        return target
+
+
+class InstanceDataset(PairedDataset):
+    """Images with instance labels (0 background, 1..N one object each), as in the nuclei data.
+
+    Samples hold a semantic mask (0 background, 1 object), the instance labels and the U-Net
+    weight map. Touching objects are separated by a one-pixel background gap first
+    (``separate=True``), as in the U-Net paper's training masks.
+
+    Args:
+        root: Folder with ``images/`` and ``instances/`` (and optionally ``manifest.csv``).
+        images: Name of the image folder.
+        instances: Name of the instance label folder (8- or 16-bit PNG or TIFF).
+        weights: Compute the weight map (cached per sample after the first read).
+        weight_fn: ``instances (H, W) int → weights (H, W) float``; default
+            :func:`pixelwise.losses.weight_map.unet_weight_map` with the paper's parameters.
+        separate: Cut a background gap between touching objects.
+        class_names: Two names; default ``("background", "object")``.
+        channels, transform: As in :class:`PairedDataset`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        images: str = "images",
+        instances: str = "instances",
+        weights: bool = True,
+        weight_fn: WeightFn | None = None,
+        separate: bool = True,
+        class_names: Sequence[str] = INSTANCE_CLASSES,
+        channels: int | None = None,
+        transform: Transform | None = None,
+    ) -> None:
+        root = _check_root(root)
+        pairs = pair_by_stem(root / images, root / instances, what="instance image")
+        super().__init__(
+            pairs,
+            MaskEncoding.index(2),
+            class_names=class_names,
+            channels=channels,
+            transform=transform,
+        )
+        self.root = root
+        self.weights = WeightCache((weight_fn or default_weight_fn) if weights else None, separate)
+
+    def read_target(self, index: int, mask_path: Path) -> dict[str, torch.Tensor]:
+        return self.weights.target(index, read_labels(mask_path))
+
+
+class TiffStackDataset(SegmentationDataset):
+    """Multi-page TIFF stacks, ISBI style: page i of ``images`` with page i of ``labels``.
+
+    Both stacks are read when the data set is built (a few hundred megabytes at most for the
+    stacks this layout is meant for), so damaged files fail before training.
+
+    Args:
+        images: TIFF file of P image pages (grey or multi-channel, 8/16-bit or float).
+        labels: TIFF file of P label pages.
+        encoding: How label values map to classes, e.g. ``MaskEncoding.values({0: 0, 255: 1})``.
+        class_names, channels, transform: As in :class:`PairedDataset`.
+    """
+
+    def __init__(
+        self,
+        images: str | Path,
+        labels: str | Path,
+        encoding: MaskEncoding,
+        *,
+        class_names: Sequence[str] | None = None,
+        channels: int | None = None,
+        transform: Transform | None = None,
+    ) -> None:
+        self.images_path, self.labels_path = Path(images), Path(labels)
+        encoding = check_encoding(encoding)
+        super().__init__(
+            encoding,
+            resolve_class_names(class_names, self.images_path.parent, encoding.num_classes),
+            transform,
+        )
+        refuse_lossy_mask(self.labels_path)
+        self._images = read_tiff_pages(self.images_path, "image stack")
+        self._labels = read_tiff_pages(self.labels_path, "label stack")
+        if len(self._images) != len(self._labels):
+            raise ValueError(
+                message(
+                    f"label stack {self.labels_path}",
+                    f"have one page per page of {self.images_path} ({len(self._images)})",
+                    f"{len(self._labels)} pages",
+                )
+            )
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def sample_id(self, index: int) -> str:
+        return f"{self.images_path.stem}_{index:03d}"
+
+    def load_sample(self, index: int) -> Sample:
+        image_name = f"{self.images_path} page {index}"
+        label_name = f"{self.labels_path} page {index}"
+        pixels = self._images[index]
+        pixels = pixels if pixels.ndim == 3 else pixels[..., None]  # (H, W, C)
+        if self.channels is not None and pixels.shape[-1] != self.channels:
+            raise ValueError(
+                message(
+                    f"image {image_name}",
+                    f"have {self.channels} channel(s) (channels={self.channels})",
+                    pixels.shape[-1],
+                    "convert the stack or set channels to match",
+                )
+            )
+        labels = self._labels[index]
+        if (labels.ndim == 2) != (self.encoding.channels == 1):
+            raise ValueError(
+                message(
+                    f"labels {label_name}",
+                    f"have {self.encoding.channels} channel(s) for the {self.encoding.kind} encoding",
+                    f"shape {labels.shape}",
+                    "declare the encoding that matches the label stack",
+                )
+            )
+        mask = self.encoding.decode(labels, source=label_name)
+        check_same_size(pixels, mask, image_name, label_name)
+        image = to_float(pixels, Path(image_name))
+        return {"image": _image_tensor(image), "mask": torch.from_numpy(mask), "path": image_name}

@@ -1,0 +1,252 @@
+"""Bad input: each case is one line naming the file, raised before training starts."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from pixelwise.data import (
+    FolderDataset,
+    InstanceDataset,
+    MaskEncoding,
+    PairedDataset,
+    TiffStackDataset,
+    check_dataset,
+    class_frequencies,
+)
+
+ENC3 = MaskEncoding.index(3)
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    text = str(err.value)
+    assert "\n" not in text
+    return text
+
+
+def test_image_without_mask_and_mask_without_image_name_the_stems(make_folder):
+    root = make_folder(stems=("a", "b", "c", "d"))
+    (root / "masks" / "b.png").unlink()
+    (root / "masks" / "d.png").unlink()
+    (root / "masks" / "z.png").write_bytes((root / "masks" / "a.png").read_bytes())
+    with pytest.raises(ValueError) as info:
+        FolderDataset(root, ENC3)
+    assert _one_line(info) == (
+        f"every image in {root / 'images'} and mask in {root / 'masks'} must pair up by file "
+        "stem, got 2 image(s) without one: [b, d]; 1 mask(s) without an image: [z]; "
+        "add the missing files or remove the unpaired ones"
+    )
+
+
+def test_image_and_mask_of_different_sizes_give_both_sizes(make_folder, save):
+    root = make_folder(stems=("a",))
+    save(root / "masks" / "a.png", np.zeros((44, 67), np.uint8))
+    with pytest.raises(ValueError) as info:
+        FolderDataset(root, ENC3)[0]
+    assert _one_line(info) == (
+        f"mask {root / 'masks' / 'a.png'} must have the size of its image "
+        f"{root / 'images' / 'a.png'}, (H, W) = (45, 67), got (H, W) = (44, 67); "
+        "pair the right files, or resize the mask with nearest-neighbour interpolation"
+    )
+
+
+def test_mask_value_that_is_no_class_is_named(make_folder):
+    root = make_folder(values=(0, 1, 2, 5))
+    with pytest.raises(ValueError) as info:
+        check_dataset(FolderDataset(root, ENC3))
+    assert _one_line(info).startswith(
+        f"mask {root / 'masks' / 'a.png'} must hold classes 0..2, got values [5]; "
+    )
+
+
+def test_binary_masks_suggest_the_value_map(make_folder):
+    root = make_folder(values=(0, 255))
+    with pytest.raises(ValueError) as info:
+        check_dataset(FolderDataset(root, MaskEncoding.index(2)))
+    assert _one_line(info).endswith(
+        "got values [255]; the mask looks binary: declare MaskEncoding.values({0: 0, 255: 1})"
+    )
+    summary = check_dataset(FolderDataset(root, MaskEncoding.values({0: 0, 255: 1})))
+    assert summary.num_samples == 3
+
+
+def _png_bytes(tmp_path: Path, save) -> bytes:
+    rng = np.random.default_rng(1)
+    return save(
+        tmp_path / "src.png", rng.integers(0, 256, (45, 67, 3), dtype=np.uint8)
+    ).read_bytes()
+
+
+def test_truncated_png_is_named(make_folder, tmp_path, save):
+    root = make_folder()
+    data = _png_bytes(tmp_path, save)
+    (root / "images" / "b.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError) as info:
+        check_dataset(FolderDataset(root, ENC3))
+    assert _one_line(info) == (
+        f"image {root / 'images' / 'b.png'} must be a readable, complete image file, "
+        "got OSError: image file is truncated; re-export the file or remove it from the data set"
+    )
+
+
+def test_unreadable_and_corrupt_files_are_named(make_folder, tmp_path, save):
+    root = make_folder()
+    (root / "masks" / "a.png").write_bytes(b"not an image")
+    data = bytearray(_png_bytes(tmp_path, save))
+    data[200] ^= 0xFF  # inside the compressed pixel data
+    (root / "images" / "c.png").write_bytes(bytes(data))
+    dataset = FolderDataset(root, ENC3)
+    with pytest.raises(
+        ValueError, match=re.escape(f"mask {root / 'masks' / 'a.png'} must be a readable")
+    ):
+        dataset[0]
+    with pytest.raises(
+        ValueError, match=re.escape(f"image {root / 'images' / 'c.png'} must be a readable")
+    ):
+        dataset[2]
+
+
+def test_truncated_tiff_stack_is_named(tmp_path):
+    pages = np.random.default_rng(0).integers(0, 256, (4, 20, 20), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "full.tif", pages, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "labels.tif", pages // 128, photometric="minisblack")
+    data = (tmp_path / "full.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError) as info:
+        TiffStackDataset(tmp_path / "cut.tif", tmp_path / "labels.tif", MaskEncoding.index(2))
+    assert _one_line(info).startswith(
+        f"image stack {tmp_path / 'cut.tif'} must be a readable, complete image file, got "
+    )
+
+
+def test_jpeg_masks_are_refused_by_name_and_by_content(make_folder, save):
+    root = make_folder()
+    mask = np.zeros((45, 67), np.uint8)
+    save(root / "masks" / "a.jpg", mask)
+    (root / "masks" / "a.png").unlink()
+    with pytest.raises(ValueError) as info:
+        FolderDataset(root, ENC3)
+    assert _one_line(info) == (
+        f"mask {root / 'masks' / 'a.jpg'} must be stored losslessly (PNG, TIFF or BMP), got "
+        "JPEG; JPEG compression changes label values along edges; export the masks as PNG"
+    )
+    (root / "masks" / "a.jpg").unlink()
+    save(root / "masks" / "a.png", mask, format="JPEG")
+    with pytest.raises(
+        ValueError, match=re.escape(f"mask {root / 'masks' / 'a.png'} must be stored losslessly")
+    ):
+        FolderDataset(root, ENC3)[0]
+
+
+def test_rgb_image_where_one_channel_is_expected(make_folder):
+    root = make_folder()
+    with pytest.raises(ValueError) as info:
+        FolderDataset(root, ENC3, channels=1)[0]
+    assert _one_line(info) == (
+        f"image {root / 'images' / 'a.png'} must have 1 channel (channels=1), got 3 (mode RGB); "
+        "convert the images, or set channels=3 and the model's in_channels to match"
+    )
+
+
+def test_rgb_mask_under_an_index_encoding(make_folder, save):
+    root = make_folder()
+    save(root / "masks" / "a.png", np.zeros((45, 67, 3), np.uint8))
+    colourful = np.zeros((45, 67, 3), np.uint8)
+    colourful[..., 0] = 1
+    save(root / "masks" / "b.png", colourful)
+    dataset = FolderDataset(root, ENC3)
+    with pytest.raises(ValueError) as info:
+        dataset[0]
+    assert _one_line(info) == (
+        f"mask {root / 'masks' / 'a.png'} must have 1 channel for the index encoding, got 3 "
+        "(mode RGB); its channels are equal: save it as a single-channel (mode L) PNG"
+    )
+    with pytest.raises(ValueError, match=re.escape("declare MaskEncoding.palette(...)")):
+        dataset[1]
+
+
+def test_index_mask_under_a_palette_encoding(make_folder):
+    root = make_folder()
+    with pytest.raises(ValueError, match="must have 3 channels for the palette encoding, got 1"):
+        FolderDataset(root, MaskEncoding.palette([(0, 0, 0), (1, 1, 1), (2, 2, 2)]))[0]
+
+
+def test_images_with_different_channels_are_found_by_the_check(make_folder, save):
+    root = make_folder()
+    save(root / "images" / "c.png", np.zeros((45, 67), np.uint8))
+    with pytest.raises(ValueError) as info:
+        check_dataset(FolderDataset(root, ENC3))
+    assert _one_line(info) == (
+        f"image {root / 'images' / 'c.png'} must have the 3 channel(s) of the data set's first "
+        f"image {root / 'images' / 'a.png'}, got 1; convert the images so that all have the "
+        "same channels"
+    )
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        FolderDataset(tmp_path / "nowhere", ENC3)
+    assert _one_line(info) == (
+        f"data set folder {tmp_path / 'nowhere'} must exist, got a missing folder"
+    )
+    (tmp_path / "images").mkdir()
+    with pytest.raises(ValueError) as info:
+        FolderDataset(tmp_path, ENC3)
+    assert _one_line(info) == (
+        f"image folder {tmp_path / 'images'} must contain images "
+        "['.png', '.tif', '.tiff', '.jpg', '.jpeg', '.bmp', '.gif'], got none"
+    )
+    (tmp_path / "images" / "notes.txt").write_text("x")
+    with pytest.raises(
+        ValueError, match=re.escape("got no image files (other files: [notes.txt])")
+    ):
+        FolderDataset(tmp_path, ENC3)
+    Image.new("L", (3, 3)).save(tmp_path / "images" / "a.png")
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"mask folder {tmp_path / 'masks'} must exist")
+    ):
+        FolderDataset(tmp_path, ENC3)
+    with pytest.raises(FileNotFoundError, match=r"instance image folder .* must exist"):
+        InstanceDataset(tmp_path)
+
+
+def test_explicit_pairs_name_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        PairedDataset([(tmp_path / "x.png", tmp_path / "y.png")], ENC3)
+    assert (
+        _one_line(info)
+        == f"image {tmp_path / 'x.png'} must be an existing file, got a missing file"
+    )
+
+
+def test_masks_with_nothing_but_ignore_are_refused(make_folder):
+    root = make_folder(values=(11,))
+    with pytest.raises(ValueError) as info:
+        check_dataset(FolderDataset(root, MaskEncoding.index(11, ignore_values=(11,))))
+    assert _one_line(info) == (
+        "the masks must label at least one pixel with a class, got only ignore_index 255 in 3 "
+        "masks; check the mask encoding"
+    )
+
+
+def test_summary_and_class_frequencies_count_pixels_ignore_excluded(make_folder, caplog):
+    root = make_folder(values=(0, 1, 11))
+    dataset = FolderDataset(root, MaskEncoding.index(3, ignore_values=(11,)))
+    masks = [np.asarray(Image.open(root / "masks" / f"{s}.png")) for s in "abc"]
+    expected = [sum(int((m == c).sum()) for m in masks) for c in range(3)]
+    np.testing.assert_array_equal(class_frequencies(dataset), expected)
+    seen = []
+    with caplog.at_level(logging.WARNING, logger="pixelwise.data.checks"):
+        summary = check_dataset(dataset, progress=lambda done, total: seen.append((done, total)))
+    assert summary.class_pixels == tuple(expected) and expected[2] == 0
+    assert summary.ignored_pixels == sum(int((m == 11).sum()) for m in masks)
+    assert summary.absent_classes == ("class_2",) and "class_2" in caplog.text
+    assert summary.sizes == ((45, 67),) and summary.channels == 3
+    assert sum(summary.class_fractions) == pytest.approx(1.0)
+    assert seen == [(1, 3), (2, 3), (3, 3)]
