@@ -67,6 +67,8 @@ class DataConfig:
         seed: Seed of the split and of the synthetic images.
         weights: Add U-Net weight maps (instances, synthetic).
         num_train, num_val, image_size: The synthetic data set's size.
+        class_names: One name per class (folders, tiff); default ``classes.txt`` under
+            ``root`` when present, else ``class_0 …``.
     """
 
     layout: str = "synthetic"
@@ -89,6 +91,7 @@ class DataConfig:
     num_train: int = 64
     num_val: int = 16
     image_size: int = 96
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         check_choice("data layout", self.layout, LAYOUTS)
@@ -107,7 +110,7 @@ class DataConfig:
                     message("data key", "be known", repr(key), did_you_mean(key, names))
                 )
         values = dict(table)
-        for key in ("crop_size", "scale"):
+        for key in ("crop_size", "scale", "class_names"):
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -128,17 +131,20 @@ def _encoding(config: DataConfig) -> MaskEncoding:
     )
 
 
-def _full_dataset(config: DataConfig) -> SegmentationDataset:
+def full_dataset(config: DataConfig) -> SegmentationDataset:
+    """Every sample under ``config.root`` (folders, instances, tiff layouts), unsplit and
+    without augmentation."""
     root = Path(config.root)
     default_images, default_masks = DEFAULT_NAMES[config.layout]
     images, masks = config.images or default_images, config.masks or default_masks
     common = {"channels": config.channels}
-    if config.layout == "folders":
-        return FolderDataset(root, _encoding(config), images=images, masks=masks, **common)
     if config.layout == "instances":
         return InstanceDataset(
             root, images=images, instances=masks, weights=config.weights, **common
         )
+    common["class_names"] = config.class_names
+    if config.layout == "folders":
+        return FolderDataset(root, _encoding(config), images=images, masks=masks, **common)
     return TiffStackDataset(root / images, root / masks, _encoding(config), **common)
 
 
@@ -184,7 +190,7 @@ def build_datasets(
         return train, CamVidDataset(config.root, val_split, **kwargs)
     manifest = Path(config.root) / config.manifest if config.manifest else None
     return split_dataset(
-        _full_dataset(config),
+        full_dataset(config),
         val_fraction=config.val_fraction,
         seed=config.seed,
         shuffle=config.shuffle_split,

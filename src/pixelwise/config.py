@@ -1,0 +1,615 @@
+"""A training run's configuration: frozen dataclasses read from TOML, with ``--set`` overrides.
+
+A run file has up to six tables; every key is optional and defaults to the built-in job (a
+small U-Net on the synthetic data, weighted cross entropy, Adam)::
+
+    [data]                      # pixelwise.data.DataConfig: layout, root, encoding, augmentation
+    layout = "synthetic"
+
+    [model]
+    name = "unet"
+    options = { depth = 3, base_width = 16 }   # the model's own options (pixelwise models)
+
+    [loss]
+    name = "weighted_ce"        # "ce" | "weighted_ce" (× the U-Net weight map) | "dice" | "ce_dice"
+    class_weights = "none"      # "none" | "median_frequency" | "inverse_frequency"
+    ce_weight = 1.0             # the two terms of "ce_dice"
+    dice_weight = 1.0
+
+    [optim]
+    name = "adam"               # "adam" | "sgd"
+    lr = 0.003
+    momentum = 0.9              # sgd only
+    weight_decay = 0.0
+    nesterov = false            # sgd only
+
+    [schedule]
+    name = "poly"               # "none" | "poly" | "cosine", stepped once per iteration
+    power = 0.9                 # poly: lr · (1 − step / total_steps) ** power
+
+    [train]
+    epochs = 30
+    batch_size = 8
+    seed = 0
+    deterministic = false
+    device = "auto"             # "auto" | "cpu" | "cuda"
+    amp = true                  # mixed precision, on CUDA only
+    channels_last = "auto"      # "auto" (on CUDA) | true | false
+    grad_clip = 0.0             # max gradient norm; 0 = off
+    num_workers = 0
+    metric = "mean_iou"         # validation metric that picks best.pt
+    out_dir = "runs"
+    overlays = 4                # validation images drawn with their predictions
+    normalisation = "dataset"   # "dataset" (mean/std of the training images) | "fixed" | "none"
+    # mean = [0.5], std = [0.25]  with normalisation = "fixed"
+
+Overrides are ``section.key=value`` strings, the value a TOML literal (``3``, ``0.5``, ``true``,
+``[64, 64]``, ``"text"``) or else a bare string (``train.device=cpu``); nested keys take more
+dots (``model.options.depth=2``). Unknown sections and keys, and bad values, raise a one-line
+ValueError with a did-you-mean, naming the file or ``--set`` they came from.
+
+Two keys choose what the rest of their table means: changing ``model.name`` (or
+``data.layout``) away from the built-in job starts that table from its own defaults (the
+model's options, ``DataConfig()``) instead of the built-in job's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pixelwise._checks import did_you_mean, message
+from pixelwise.data.build import DataConfig
+
+LOSSES = ("ce", "weighted_ce", "dice", "ce_dice")
+CLASS_WEIGHTS = ("none", "median_frequency", "inverse_frequency")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("none", "poly", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+METRICS = ("mean_iou", "pixel_accuracy", "mean_accuracy", "mean_dice", "frequency_weighted_iou")
+NORMALISATIONS = ("dataset", "fixed", "none")
+
+# The built-in job: about a minute on two CPU cores (see the README for the measured numbers).
+DEFAULT_MODEL = "unet"
+DEFAULT_MODEL_OPTIONS: dict[str, object] = {"depth": 3, "base_width": 16, "batch_norm": True}
+DEFAULT_DATA: dict[str, object] = {
+    "layout": "synthetic",
+    "hflip": True,
+    "vflip": True,
+    "rot90": True,
+}
+
+# Where each "section.key" came from ("run.toml" or "--set"), for error messages.
+_ORIGIN: ContextVar[Mapping[str, str] | None] = ContextVar("pixelwise_config_origin", default=None)
+
+
+def _origin(section: str, key: str) -> str | None:
+    return (_ORIGIN.get() or {}).get(f"{section}.{key}")
+
+
+def _what(section: str, key: str) -> str:
+    origin = _origin(section, key)
+    return f"{section}.{key}" + (f" ({origin})" if origin else "")
+
+
+def _check_int(section: str, key: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(message(_what(section, key), f"be an integer >= {minimum}", repr(value)))
+    return value
+
+
+def _check_float(
+    section: str,
+    key: str,
+    value: object,
+    low: float,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if open_low else value >= low) and value <= high
+    if not ok:
+        bound = f"> {low}" if open_low else f">= {low}"
+        bound += "" if math.isinf(high) else f" and <= {high}"
+        raise ValueError(message(_what(section, key), f"be a finite number {bound}", repr(value)))
+    return float(value)
+
+
+def _check_bool(section: str, key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(message(_what(section, key), "be true or false", repr(value)))
+    return value
+
+
+def _check_choice(section: str, key: str, value: object, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(
+            message(
+                _what(section, key),
+                f"be one of {list(choices)}",
+                repr(value),
+                did_you_mean(str(value), choices),
+            )
+        )
+    return value
+
+
+def _check_floats(section: str, key: str, value: object) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError(
+            message(_what(section, key), "be a list of numbers, one per channel", repr(value))
+        )
+    return tuple(_check_float(section, key, v, -math.inf) for v in value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which registered model, with which options (``num_classes`` and ``in_channels`` come
+    from the data)."""
+
+    name: str = DEFAULT_MODEL
+    options: Mapping[str, object] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_MODEL_OPTIONS)
+    )
+
+    def __post_init__(self) -> None:
+        from pixelwise.models import get_entry, model_options
+
+        if not isinstance(self.name, str):
+            raise ValueError(message(_what("model", "name"), "be a string", repr(self.name)))
+        try:
+            get_entry(self.name)
+        except ValueError as exc:
+            raise ValueError(f"{exc}" + _origin_note("model", "name")) from None
+        if not isinstance(self.options, Mapping):
+            raise ValueError(message(_what("model", "options"), "be a table", repr(self.options)))
+        known = model_options(self.name)
+        for key in self.options:
+            origin = _origin("model", "options")
+            what = f"model.options.{key}" + (f" ({origin})" if origin else "")
+            if key in ("num_classes", "in_channels"):
+                raise ValueError(
+                    message(
+                        what,
+                        "be left out",
+                        repr(self.options[key]),
+                        "it is taken from the data",
+                    )
+                )
+            if key not in known:
+                raise ValueError(
+                    message(
+                        what,
+                        f"name an option of model '{self.name}' {sorted(known)}",
+                        repr(key),
+                        did_you_mean(key, known),
+                    )
+                )
+        object.__setattr__(self, "options", dict(self.options))
+
+
+def _origin_note(section: str, key: str) -> str:
+    origin = _origin(section, key)
+    return f" ({section}.{key} in {origin})" if origin else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """The training loss; ``weighted_ce`` multiplies each pixel's cross entropy by the sample's
+    ``"weight"`` map (the U-Net weight map), so it needs data that provides one."""
+
+    name: str = "weighted_ce"
+    class_weights: str = "none"
+    ce_weight: float = 1.0
+    dice_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_choice("loss", "name", self.name, LOSSES)
+        _check_choice("loss", "class_weights", self.class_weights, CLASS_WEIGHTS)
+        for key in ("ce_weight", "dice_weight"):
+            object.__setattr__(self, key, _check_float("loss", key, getattr(self, key), 0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer: Adam, or SGD with (Nesterov) momentum."""
+
+    name: str = "adam"
+    lr: float = 3e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("optim", "name", self.name, OPTIMIZERS)
+        object.__setattr__(self, "lr", _check_float("optim", "lr", self.lr, 0.0, open_low=True))
+        object.__setattr__(
+            self, "momentum", _check_float("optim", "momentum", self.momentum, 0.0, 1.0)
+        )
+        object.__setattr__(
+            self, "weight_decay", _check_float("optim", "weight_decay", self.weight_decay, 0.0)
+        )
+        _check_bool("optim", "nesterov", self.nesterov)
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError(
+                message(
+                    _what("optim", "nesterov"),
+                    "go with name = 'sgd' and momentum > 0",
+                    f"name {self.name!r}, momentum {self.momentum}",
+                )
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning-rate schedule, stepped once per iteration (optimizer step)."""
+
+    name: str = "poly"
+    power: float = 0.9
+
+    def __post_init__(self) -> None:
+        _check_choice("schedule", "name", self.name, SCHEDULES)
+        object.__setattr__(
+            self, "power", _check_float("schedule", "power", self.power, 0.0, open_low=True)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Epochs, batches, seeds, device and precision, the run folder and what it holds."""
+
+    epochs: int = 30
+    batch_size: int = 8
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool | str = "auto"
+    grad_clip: float = 0.0
+    num_workers: int = 0
+    metric: str = "mean_iou"
+    out_dir: str = "runs"
+    overlays: int = 4
+    normalisation: str = "dataset"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        t = "train"
+        for key, minimum in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("num_workers", 0)):
+            _check_int(t, key, getattr(self, key), minimum)
+        _check_int(t, "overlays", self.overlays, 0)
+        for key in ("deterministic", "amp"):
+            _check_bool(t, key, getattr(self, key))
+        _check_choice(t, "device", self.device, DEVICES)
+        if self.channels_last != "auto" and not isinstance(self.channels_last, bool):
+            raise ValueError(
+                message(
+                    _what(t, "channels_last"), "be 'auto', true or false", repr(self.channels_last)
+                )
+            )
+        object.__setattr__(self, "grad_clip", _check_float(t, "grad_clip", self.grad_clip, 0.0))
+        _check_choice(t, "metric", self.metric, METRICS)
+        if not isinstance(self.out_dir, str) or not self.out_dir:
+            raise ValueError(message(_what(t, "out_dir"), "be a folder name", repr(self.out_dir)))
+        _check_choice(t, "normalisation", self.normalisation, NORMALISATIONS)
+        self._check_mean_std()
+
+    def _check_mean_std(self) -> None:
+        t = "train"
+        mean, std = _check_floats(t, "mean", self.mean), _check_floats(t, "std", self.std)
+        fixed = self.normalisation == "fixed"
+        if fixed and (mean is None or std is None or len(mean) != len(std)):
+            raise ValueError(
+                message(
+                    _what(t, "normalisation"),
+                    "come with mean and std lists of equal length when 'fixed'",
+                    f"mean {self.mean}, std {self.std}",
+                    "e.g. mean = [0.5], std = [0.25]",
+                )
+            )
+        if not fixed and (mean is not None or std is not None):
+            raise ValueError(
+                message(
+                    _what(t, "mean"),
+                    "be set only with normalisation = 'fixed'",
+                    f"normalisation {self.normalisation!r}",
+                    "set train.normalisation = 'fixed' or drop mean and std",
+                )
+            )
+        if std is not None and min(std) <= 0:
+            raise ValueError(message(_what(t, "std"), "be > 0 for every channel", list(std)))
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "train": TrainConfig,
+}
+SECTIONS = ("data", *_SECTION_TYPES)
+
+
+def _default_data() -> DataConfig:
+    return DataConfig(**DEFAULT_DATA)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A whole run: one frozen dataclass per TOML table."""
+
+    data: DataConfig = dataclasses.field(default_factory=_default_data)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dicts (lists for tuples, None kept), e.g. for the checkpoint."""
+        return {name: _plain(_section_dict(getattr(self, name))) for name in SECTIONS}
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any]) -> RunConfig:
+        """Build from nested tables (a parsed TOML file or :meth:`to_dict`); missing keys take
+        the built-in job's defaults."""
+        return _build(_merge(RunConfig().to_dict(), _check_tables(table, "config"), replace=True))
+
+    def to_toml(self) -> str:
+        """The config as a TOML file that :func:`load_config` reads back to an equal config."""
+        return dump_toml(self.to_dict())
+
+    def replace(self, **sections: object) -> RunConfig:
+        """A copy with whole sections replaced, e.g. ``config.replace(train=...)``."""
+        return dataclasses.replace(self, **sections)
+
+
+def _section_dict(section: object) -> dict[str, Any]:
+    values = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+    if isinstance(section, DataConfig) and values.get("encoding") is not None:
+        encoding = values["encoding"]
+        values["encoding"] = (
+            encoding.to_config() if hasattr(encoding, "to_config") else dict(encoding)
+        )
+    return values
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _check_tables(table: Mapping[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    """Check section names and key names (not values) of a parsed file or override set."""
+    if not isinstance(table, Mapping):
+        raise ValueError(message(f"config {source}", "be a table of tables", repr(table)))
+    for section, values in table.items():
+        if section not in SECTIONS:
+            raise ValueError(
+                message(
+                    f"section in {source}",
+                    f"be one of {list(SECTIONS)}",
+                    repr(section),
+                    did_you_mean(section, SECTIONS),
+                )
+            )
+        if not isinstance(values, Mapping):
+            raise ValueError(
+                message(f"[{section}] in {source}", "be a table of keys", repr(values))
+            )
+        known = [f.name for f in dataclasses.fields(_section_type(section))]
+        for key in values:
+            if key not in known:
+                raise ValueError(
+                    message(
+                        f"key of [{section}] in {source}",
+                        "be known",
+                        repr(key),
+                        did_you_mean(key, known),
+                    )
+                )
+    return {section: dict(values) for section, values in table.items()}
+
+
+def _section_type(section: str) -> type:
+    return DataConfig if section == "data" else _SECTION_TYPES[section]
+
+
+# The key that chooses what the rest of a table means, and that table's own defaults.
+_KIND_KEYS: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+    "model": ("name", lambda: {"options": {}}),
+    "data": ("layout", lambda: _plain(_section_dict(DataConfig()))),
+}
+
+
+def _merge(base: dict, table: Mapping, *, replace: bool) -> dict:
+    """``base`` updated by ``table``, section by section.
+
+    Nested tables (model options, the data encoding) are replaced as a whole when ``replace``
+    (a file says the whole table) and merged key by key otherwise (``--set`` overrides).
+    """
+    merged = {name: dict(values) for name, values in base.items()}
+    for section, values in table.items():
+        current = merged.setdefault(section, {})
+        kind = _KIND_KEYS.get(section)
+        if kind and kind[0] in values and values[kind[0]] != current.get(kind[0]):
+            current = merged[section] = {**kind[1](), kind[0]: current.get(kind[0])}
+        for key, value in values.items():
+            if isinstance(value, Mapping) and isinstance(current.get(key), Mapping) and not replace:
+                current[key] = {**current[key], **value}
+            else:
+                current[key] = value
+    return merged
+
+
+def _build(table: Mapping[str, Mapping[str, Any]]) -> RunConfig:
+    sections: dict[str, object] = {}
+    for name in SECTIONS:
+        values = dict(table.get(name, {}))
+        if name == "data":
+            sections[name] = _build_data(values)
+            continue
+        values = {k: v for k, v in values.items() if v is not None}
+        sections[name] = _SECTION_TYPES[name](**values)
+    return RunConfig(**sections)
+
+
+def _build_data(values: dict[str, Any]) -> DataConfig:
+    origins = {_origin("data", k) for k in values} - {None}
+    try:
+        return DataConfig.from_mapping(values)
+    except (ValueError, TypeError) as exc:
+        note = f" (in {', '.join(sorted(origins))})" if origins else ""
+        raise type(exc)(f"{exc}{note}") from None
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML literal (``3``, ``0.5``, ``true``, ``[1, 2]``, ``"x"``, an
+    inline table), else the bare text as a string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"section.key=value"`` (more dots for nested keys) as a nested table."""
+    path, sep, raw = text.partition("=")
+    keys = [k.strip() for k in path.split(".")]
+    if not sep or len(keys) < 2 or not all(keys):
+        raise ValueError(
+            message(
+                "override",
+                "look like section.key=value",
+                repr(text),
+                "e.g. --set train.epochs=5",
+            )
+        )
+    table: dict[str, Any] = {keys[-1]: parse_value(raw.strip())}
+    for key in reversed(keys[:-1]):
+        table = {key: table}
+    return table
+
+
+def _leaf_keys(table: Mapping[str, Any]) -> Iterator[str]:
+    for section, values in table.items():
+        if isinstance(values, Mapping):
+            for key in values:
+                yield f"{section}.{key}"
+
+
+@contextmanager
+def _origins(origins: Mapping[str, str]) -> Iterator[None]:
+    token = _ORIGIN.set(origins)
+    try:
+        yield
+    finally:
+        _ORIGIN.reset(token)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing or malformed file is one line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        actual = "a folder" if path.is_dir() else "a missing file"
+        raise FileNotFoundError(message(f"config file {path}", "exist", actual))
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(
+            message(f"config file {path}", "be valid TOML", str(exc), "see https://toml.io")
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(message(f"config file {path}", "be UTF-8 text", "binary data")) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    base: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """The run config: built-in defaults, then the TOML file (if any), then the overrides.
+
+    Args:
+        path: A TOML file, or None for the built-in job.
+        overrides: ``"section.key=value"`` strings, applied in order.
+        base: Tables to start from instead of the built-in job, e.g. a checkpoint's
+            ``config`` when resuming.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: malformed TOML, unknown sections or keys (with a did-you-mean), bad
+            values; one line naming the file or ``--set``.
+    """
+    table = RunConfig.from_dict(base).to_dict() if base is not None else RunConfig().to_dict()
+    origins: dict[str, str] = {}
+    if path is not None:
+        source = str(path)
+        parsed = _check_tables(read_toml(path), source)
+        table = _merge(table, parsed, replace=True)
+        origins.update(dict.fromkeys(_leaf_keys(parsed), source))
+    for text in overrides:
+        parsed = _check_tables(parse_override(text), f"--set {text}")
+        table = _merge(table, parsed, replace=False)
+        origins.update(dict.fromkeys(_leaf_keys(parsed), "--set"))
+    with _origins(origins):
+        return _build(table)
+
+
+# --- a small TOML writer: tables of scalars, lists and inline tables -----------------------
+
+
+def _toml_key(key: str) -> str:
+    bare = key and all(c.isalnum() or c in "_-" for c in key) and key.isascii()
+    return key if bare else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+    if isinstance(value, Mapping):
+        items = [
+            f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items() if v is not None
+        ]
+        return "{ " + ", ".join(items) + " }" if items else "{}"
+    raise TypeError(message("TOML value", "be a number, string, bool, list or table", repr(value)))
+
+
+def dump_toml(table: Mapping[str, Mapping[str, Any]]) -> str:
+    """Write ``{section: {key: value}}`` as TOML; None values are left out (TOML has no null)."""
+    blocks = []
+    for section, values in table.items():
+        lines = [f"[{_toml_key(section)}]"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

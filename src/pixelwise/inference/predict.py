@@ -1,0 +1,426 @@
+"""Whole-image prediction: logits and masks at the image size, files for a folder of images,
+and a data set's metrics.
+
+:func:`whole_image_logits` is the one place that maps a (normalised) image batch to logits at
+its size; overlap-tile prediction of large images slots in beside it with the same signature.
+Models that keep the input size (padding to their ``size_divisor`` inside) run as they are.
+U-Net with ``padding="valid"`` loses a margin on every side, so the image is mirror-padded by
+that margin (and up to the next size the network accepts) and the output cropped back, as in
+the U-Net paper's overlap-tile strategy for one tile.
+
+Nothing here prints; :func:`evaluate_dataset` reports progress through a callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from pixelwise._checks import check_choice, check_images, message
+from pixelwise.data import (
+    CAMVID_ENCODING,
+    CamVidDataset,
+    DataConfig,
+    DatasetView,
+    MaskEncoding,
+    SegmentationDataset,
+    build_datasets,
+)
+from pixelwise.data._io import read_image
+from pixelwise.data.build import full_dataset
+from pixelwise.data.datasets import list_images
+from pixelwise.engine.checkpoint import normalise_images
+from pixelwise.metrics import ConfusionMatrix, boundary_f1_scores
+from pixelwise.metrics.boundary import image_mean
+from pixelwise.models.patch import mirror_pad
+from pixelwise.report.palette import colorize, overlay
+
+Normalisation = Mapping[str, Sequence[float]]
+Progress = Callable[[int, int], None]
+OUTPUT_KINDS = ("mask", "color", "overlay")
+CAMVID_EVAL_SPLITS = ("val", "train", "test")
+EVAL_SPLITS = ("val", "train", "all")
+
+
+def output_margin(model: nn.Module) -> int:
+    """Pixels the model's output loses on each side of its input: 0 unless it shrinks (valid U-Net)."""
+    if not (hasattr(model, "output_size") and hasattr(model, "valid_input_sizes_near")):
+        return 0
+    smallest = model.valid_input_sizes_near(1)[1]
+    return (smallest - model.output_size(smallest)) // 2
+
+
+def covering_input_size(model: nn.Module, size: int) -> int:
+    """The smallest input size the model accepts whose output covers ``size`` pixels."""
+    margin = output_margin(model)
+    if margin == 0:
+        return size
+    return model.valid_input_sizes_near(size + 2 * margin)[1]
+
+
+def _in_channels(model: nn.Module) -> int | None:
+    args = getattr(model, "pixelwise_args", None) or {}
+    return args.get("in_channels", getattr(model, "in_channels", None))
+
+
+def whole_image_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits of normalised images at their own size, in one forward pass.
+
+    A model whose output is smaller than its input sees the images mirror-padded by its margin
+    (see :func:`output_margin`), so that every output pixel has its full context.
+
+    Shape:
+        images: (N, C, H, W) on the model's device; returns (N, K, H, W).
+    """
+    margin = output_margin(model)
+    if margin == 0:
+        return model(images)  # (N, K, H, W)
+    height, width = images.shape[-2:]
+    in_h, in_w = covering_input_size(model, height), covering_input_size(model, width)
+    pad = max(in_h - height, in_w - width) - margin  # >= margin: the far sides need more
+    padded = mirror_pad(images, pad)  # (N, C, H + 2·pad, W + 2·pad)
+    start = pad - margin
+    window = padded[..., start : start + in_h, start : start + in_w]  # (N, C, in_h, in_w)
+    return model(window)[..., :height, :width]  # (N, K, H, W)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, *, normalisation: Normalisation | None = None
+) -> torch.Tensor:
+    """Logits of one image or a batch at the image size, the model in eval mode, without grad.
+
+    Args:
+        model: Any pixelwise model (e.g. from :func:`pixelwise.engine.checkpoint.load_model`).
+            Its train/eval mode is restored afterwards.
+        images: Float images in [0, 1], moved to the model's device.
+        normalisation: ``{"mean": [...], "std": [...]}`` per channel, as stored in a
+            checkpoint; None when the model was trained on [0, 1] images.
+
+    Returns:
+        Logits on the model's device.
+
+    Shape:
+        images: (C, H, W) or (N, C, H, W); returns (K, H, W) or (N, K, H, W).
+    """
+    single = isinstance(images, torch.Tensor) and images.dim() == 3
+    batch = check_images(images.unsqueeze(0) if single else images, _in_channels(model))
+    batch = batch.to(_model_device(model))
+    if normalisation is not None:
+        batch = normalise_images(batch, normalisation)
+    with _eval_mode(model), torch.inference_mode():
+        logits = whole_image_logits(model, batch)  # (N, K, H, W)
+    return logits[0] if single else logits
+
+
+def predict_mask(
+    model: nn.Module, images: torch.Tensor, *, normalisation: Normalisation | None = None
+) -> torch.Tensor:
+    """Predicted classes (the argmax of :func:`predict_logits`), on the CPU.
+
+    Shape:
+        images: (C, H, W) or (N, C, H, W); returns (H, W) or (N, H, W) int64.
+    """
+    logits = predict_logits(model, images, normalisation=normalisation)
+    return logits.argmax(dim=-3).cpu()
+
+
+def _check_num_classes(logits: torch.Tensor, num_classes: int) -> None:
+    if logits.shape[-3] != num_classes:
+        raise ValueError(
+            message(
+                "the model's output",
+                f"have one channel per class ({num_classes})",
+                f"{logits.shape[-3]} channels",
+                "evaluate with the data encoding the model was trained on",
+            )
+        )
+
+
+def _class_boundary_f1(scores: np.ndarray) -> np.ndarray:
+    """Per class, the mean BF score over the images where the class is scored (NaN if none)."""
+    scored = ~np.isnan(scores)
+    sums = np.where(scored, scores, 0.0).sum(axis=0)
+    counts = scored.sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), math.nan)
+
+
+def evaluate_dataset(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    *,
+    num_classes: int,
+    ignore_index: int | None,
+    normalisation: Normalisation | None = None,
+    class_names: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    tolerance: float = 0.0075,
+) -> dict[str, object]:
+    """Predict every sample of a data set, one image at a time, and score the predictions.
+
+    Args:
+        model: The model; see :func:`predict_logits`.
+        dataset: Yields ``{"image": (C, H, W), "mask": (H, W)}`` dicts (sizes may differ).
+        num_classes, ignore_index: Of the masks; the model must output ``num_classes`` maps.
+        normalisation: As in :func:`predict_logits`.
+        class_names: Keys of the per-class table; default ``"0"``, ``"1"``, ...
+        progress: Called as ``progress(done, total)`` after each image.
+        tolerance: Boundary F1 match distance, as a fraction of the image diagonal.
+
+    Returns:
+        :meth:`ConfusionMatrix.summary` (pixel and mean accuracy, mean and frequency-weighted
+        IoU, mean Dice, per class IoU/accuracy/Dice/pixels) plus ``boundary_f1`` (the mean over
+        images, see :func:`pixelwise.metrics.boundary_f1`), a per-class ``boundary_f1`` and
+        ``num_images``. NaN marks an undefined value.
+    """
+    total = len(dataset)
+    if total == 0:
+        raise ValueError(message("the data set", "hold at least one sample", "none"))
+    matrix = ConfusionMatrix(num_classes, ignore_index)
+    scores = []
+    for index in range(total):
+        sample = dataset[index]
+        logits = predict_logits(model, sample["image"], normalisation=normalisation)
+        _check_num_classes(logits, num_classes)
+        pred = logits.argmax(dim=0).cpu()[None]  # (1, H, W)
+        target = torch.as_tensor(sample["mask"])[None]  # (1, H, W)
+        matrix.update(pred, target)
+        scores.append(
+            boundary_f1_scores(
+                pred, target, num_classes, ignore_index=ignore_index, tolerance=tolerance
+            )
+        )
+        if progress is not None:
+            progress(index + 1, total)
+    return _summary(matrix, np.concatenate(scores), class_names, total)
+
+
+def _summary(
+    matrix: ConfusionMatrix,
+    scores: np.ndarray,
+    class_names: Sequence[str] | None,
+    num_images: int,
+) -> dict[str, object]:
+    result = matrix.summary(class_names)
+    per_class = _class_boundary_f1(scores)
+    for row, value in zip(result["classes"].values(), per_class, strict=True):
+        row["boundary_f1"] = float(value)
+    result["boundary_f1"] = image_mean(scores)
+    result["num_images"] = num_images
+    return result
+
+
+def evaluation_dataset(
+    config: DataConfig | Mapping[str, object], split: str = "val"
+) -> SegmentationDataset:
+    """The samples of one split of a data config, read without augmentation.
+
+    Args:
+        config: A :class:`DataConfig` or its ``[data]`` table (augmentation keys are ignored).
+        split: ``"val"`` or ``"train"`` as the training run split the data; ``"all"`` for every
+            sample under the root (a separate test folder); for CamVid the split folder
+            (``"val"``, ``"train"`` or ``"test"``).
+    """
+    if not isinstance(config, DataConfig):
+        config = DataConfig.from_mapping(config)
+    config = dataclasses.replace(
+        config,
+        crop_size=None,
+        scale=None,
+        hflip=False,
+        vflip=False,
+        rot90=False,
+        elastic_std=0.0,
+        weights=False,  # U-Net weight maps are for training losses
+    )
+    if config.layout == "camvid":
+        check_choice("split", split, CAMVID_EVAL_SPLITS)
+        # The config's images/masks name CamVid's training and validation split folders.
+        folder = {"train": config.images or "train", "val": config.masks or "val"}.get(split, split)
+        encoding = MaskEncoding.from_config(config.encoding or CAMVID_ENCODING)
+        return CamVidDataset(config.root, folder, encoding=encoding, channels=config.channels)
+    check_choice("split", split, EVAL_SPLITS)
+    if split == "all":
+        if config.layout == "synthetic":
+            raise ValueError(message("split 'all'", "name data under a root", "layout synthetic"))
+        return full_dataset(config)
+    train, val = build_datasets(config)
+    chosen = train if split == "train" else val
+    # A view without the transform: evaluation sees the images as stored.
+    return DatasetView(chosen, range(len(chosen))) if chosen.transform is not None else chosen
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named directly or found in the given folders (not recursive), in order.
+
+    Raises on a missing path, a folder without images, or two images with the same stem
+    (their outputs would collide).
+    """
+    found: dict[Path, None] = {}
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found.update(dict.fromkeys(list_images(item, "image").values()))
+        elif item.is_file():
+            found[item] = None
+        else:
+            raise FileNotFoundError(
+                message(f"input {item}", "be an image file or a folder of images", "a missing path")
+            )
+    stems: dict[str, Path] = {}
+    for path in found:
+        if path.stem in stems and stems[path.stem].resolve() != path.resolve():
+            raise ValueError(
+                message(
+                    "input image stems",
+                    "be unique (outputs are named after them)",
+                    f"{stems[path.stem]} and {path}",
+                    "predict them into separate output folders",
+                )
+            )
+        stems[path.stem] = path
+    return list(stems.values())
+
+
+def prediction_paths(image: Path, out_dir: Path) -> dict[str, Path]:
+    """``<stem>_mask.png``, ``<stem>_color.png`` and ``<stem>_overlay.png`` in ``out_dir``."""
+    return {kind: Path(out_dir) / f"{Path(image).stem}_{kind}.png" for kind in OUTPUT_KINDS}
+
+
+def plan_outputs(
+    images: Sequence[Path], out_dir: str | Path, *, overwrite: bool = False
+) -> list[tuple[Path, dict[str, Path]]]:
+    """Pair each image with its output paths, refusing before anything is written.
+
+    An output may never be one of the inputs (even with ``overwrite``); an existing output is
+    replaced only with ``overwrite``.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(message(f"output folder {out_dir}", "be a folder", "a file"))
+    inputs = {p.resolve() for p in images}
+    plan = []
+    for image in images:
+        paths = prediction_paths(image, out_dir)
+        for path in paths.values():
+            if path.resolve() in inputs:
+                raise ValueError(
+                    message(
+                        f"output {path}",
+                        "not overwrite an input image",
+                        "an input file of that name",
+                        "choose an output folder other than the images' folder",
+                    )
+                )
+            if path.exists() and not overwrite:
+                raise FileExistsError(
+                    message(
+                        f"output {path}",
+                        "not exist already",
+                        "an existing file",
+                        "pass --overwrite to replace it, or choose another output folder",
+                    )
+                )
+        plan.append((Path(image), paths))
+    return plan
+
+
+def read_image_file(path: str | Path, channels: int | None = None) -> torch.Tensor:
+    """Read an image for prediction as float in [0, 1], checking the model's channel count.
+
+    Shape:
+        returns (C, H, W) float32.
+    """
+    pixels = read_image(Path(path))  # (H, W, C); damaged files raise naming the file
+    if channels is not None and pixels.shape[-1] != channels:
+        raise ValueError(
+            message(
+                f"image {path}",
+                f"have {channels} channel(s), the model's in_channels",
+                pixels.shape[-1],
+                "convert the image (e.g. to RGB or greyscale) to match the model",
+            )
+        )
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))  # (C, H, W)
+
+
+def _write_png(array: np.ndarray, out: Path) -> None:
+    """Write through a temporary file in the same folder, then rename: no half-written files."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            Image.fromarray(array).save(stream, format="PNG")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_prediction(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    paths: Mapping[str, Path],
+    palette: np.ndarray,
+    *,
+    alpha: float = 0.5,
+) -> None:
+    """Write the index mask (8-bit, 16-bit above 256 classes), colour mask and overlay PNGs.
+
+    Shape:
+        image: (C, H, W) float in [0, 1]; mask: (H, W) integer classes; palette: (K, 3).
+    """
+    labels = mask.cpu().numpy()
+    dtype = np.uint8 if len(palette) <= 256 else np.uint16
+    picture = image.cpu().numpy().transpose(1, 2, 0)  # (H, W, C)
+    # Everything is drawn before the first write, so a bad argument leaves no file behind.
+    arrays = {
+        "mask": labels.astype(dtype),
+        "color": colorize(labels, palette, ignore_index=None),
+        "overlay": overlay(picture, labels, palette, alpha, ignore_index=None),
+    }
+    for kind, array in arrays.items():
+        _write_png(array, paths[kind])
+
+
+def predict_file(
+    model: nn.Module,
+    image_path: str | Path,
+    paths: Mapping[str, Path],
+    palette: np.ndarray,
+    *,
+    normalisation: Normalisation | None = None,
+    alpha: float = 0.5,
+) -> torch.Tensor:
+    """Read one image, predict it and write its three PNGs; returns the mask.
+
+    Shape:
+        returns (H, W) int64.
+    """
+    image = read_image_file(image_path, _in_channels(model))  # (C, H, W)
+    mask = predict_mask(model, image, normalisation=normalisation)  # (H, W)
+    save_prediction(image, mask, paths, palette, alpha=alpha)
+    return mask

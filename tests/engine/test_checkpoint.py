@@ -1,0 +1,173 @@
+"""Checkpoints: round trip, safe loading, unwrapping, rebuilding, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from pixelwise.engine.checkpoint import (
+    build_model,
+    load_checkpoint,
+    load_model,
+    normalise_images,
+    rebuild_args,
+    save_checkpoint,
+)
+from pixelwise.models import create_model
+
+NORM = {"mean": [0.25, 0.5], "std": [0.5, 2.0]}
+
+
+def tiny_unet() -> nn.Module:
+    torch.manual_seed(0)
+    model = create_model("unet", num_classes=3, in_channels=2, depth=2, base_width=4)
+    norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    norm.running_mean.add_(0.5)  # a buffer that differs from its initial value
+    return model.eval()
+
+
+def save(path, model, **changes):
+    fields = {
+        "model": model,
+        "class_names": ("a", "b", "c"),
+        "ignore_index": 255,
+        "normalisation": NORM,
+        "config": {"train": {"epochs": 2, "crop": (3, 4)}},
+        "epoch": 2,
+        "metrics": {"mean_iou": 0.5, "classes": {"a": {"iou": float("nan")}}},
+        "training": {
+            "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}},
+            "rng": torch.ones(3),
+        },
+    }
+    return save_checkpoint(path, **{**fields, **changes})
+
+
+def test_round_trip_restores_everything(tmp_path):
+    model = tiny_unet()
+    path = save(tmp_path / "run.pt", model)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.model_name == "unet"
+    assert checkpoint.model_args == {
+        "num_classes": 3,
+        "in_channels": 2,
+        "depth": 2,
+        "base_width": 4,
+    }
+    assert (checkpoint.num_classes, checkpoint.in_channels) == (3, 2)
+    assert checkpoint.class_names == ("a", "b", "c") and checkpoint.ignore_index == 255
+    assert checkpoint.normalisation == NORM and checkpoint.epoch == 2
+    assert checkpoint.config == {"train": {"epochs": 2, "crop": (3, 4)}}
+    assert checkpoint.metrics["mean_iou"] == 0.5
+    # Integer keys survive: an optimizer's state is keyed by parameter index.
+    assert torch.equal(checkpoint.training["optimizer"]["state"][0]["step"], torch.tensor(3.0))
+    for key, value in model.state_dict().items():
+        assert torch.equal(checkpoint.state_dict[key], value)
+    rebuilt, _ = load_model(path)
+    x = torch.rand(2, 2, 19, 23)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+    assert not rebuilt.training
+
+
+def test_the_file_loads_with_weights_only(tmp_path):
+    path = save(tmp_path / "run.pt", tiny_unet())
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == "pixelwise-checkpoint" and "state_dict" in payload
+
+
+def test_safetensors_beside_it_rebuilds_the_same_model(tmp_path):
+    model = tiny_unet()
+    save(tmp_path / "run.pt", model)
+    weights = tmp_path / "run.safetensors"
+    assert weights.is_file()
+    rebuilt, checkpoint = load_model(weights)
+    assert checkpoint.training is None and checkpoint.class_names == ("a", "b", "c")
+    assert checkpoint.normalisation == NORM
+    x = torch.rand(1, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+
+
+def test_wrapped_models_are_saved_unwrapped(tmp_path):
+    model = tiny_unet()
+    save(tmp_path / "run.pt", nn.DataParallel(model))
+    keys = load_checkpoint(tmp_path / "run.pt").state_dict.keys()
+    assert keys == model.state_dict().keys()
+    assert not any(k.startswith("module.") for k in keys)
+
+
+def test_saving_replaces_atomically_without_leftovers(tmp_path):
+    model = tiny_unet()
+    save(tmp_path / "run.pt", model, epoch=1)
+    save(tmp_path / "run.pt", model, epoch=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt", "run.safetensors"]
+    assert load_checkpoint(tmp_path / "run.pt").epoch == 2
+
+
+def test_only_registry_models_are_saved(tmp_path):
+    with pytest.raises(ValueError, match=r"built by pixelwise\.models\.create_model"):
+        save(tmp_path / "run.pt", nn.Conv2d(1, 2, 3))
+
+
+def test_local_weight_files_are_dropped_when_rebuilding(tmp_path):
+    save(tmp_path / "run.pt", tiny_unet())
+    checkpoint = load_checkpoint(tmp_path / "run.pt")
+    assert rebuild_args({"encoder_weights": "/gone/vgg.pth", "width": 0.5}) == {
+        "encoder_weights": None,
+        "width": 0.5,
+    }
+    torch.manual_seed(0)
+    segnet = create_model("segnet", num_classes=2, in_channels=3, width=0.0625)
+    save(tmp_path / "segnet.pt", segnet)
+    checkpoint = load_checkpoint(tmp_path / "segnet.pt")
+    moved = dataclasses.replace(
+        checkpoint, model_args={**checkpoint.model_args, "encoder_weights": "/gone/vgg.pth"}
+    )
+    rebuilt = build_model(moved)  # does not look for /gone/vgg.pth
+    assert torch.equal(
+        rebuilt.state_dict()[next(iter(segnet.state_dict()))],
+        next(iter(segnet.state_dict().values())),
+    )
+
+
+def test_missing_and_foreign_files_are_one_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"checkpoint .*nope\.pt must be an existing file"):
+        load_checkpoint(tmp_path / "nope.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"checkpoint .*junk\.pt must be a pixelwise checkpoint"):
+        load_checkpoint(junk)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.ones(2)}, foreign)
+    with pytest.raises(ValueError, match=r"foreign\.pt must be a pixelwise checkpoint.*header"):
+        load_checkpoint(foreign)
+    for error in (FileNotFoundError, ValueError):
+        try:
+            load_checkpoint(junk if error is ValueError else tmp_path / "nope.pt")
+        except error as exc:
+            assert "\n" not in str(exc)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save(
+        {"format": "pixelwise-checkpoint", "payload": argparse.Namespace(code="runs on load")}, path
+    )
+    with pytest.raises(ValueError, match=r"evil\.pt must be a pixelwise checkpoint.*unreadable"):
+        load_checkpoint(path)
+
+
+def test_normalise_images_per_channel():
+    images = torch.rand(2, 2, 5, 7)
+    out = normalise_images(images, NORM)
+    assert torch.allclose(out[:, 0], (images[:, 0] - 0.25) / 0.5)
+    assert torch.allclose(out[:, 1], (images[:, 1] - 0.5) / 2.0)
+    assert torch.equal(normalise_images(images[0], NORM), out[0])  # (C, H, W)
+    assert normalise_images(images, None) is images
+    with pytest.raises(ValueError, match="C = 2"):
+        normalise_images(torch.rand(1, 3, 4, 4), NORM)

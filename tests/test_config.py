@@ -1,0 +1,196 @@
+"""Run configs: TOML files, ``--set`` overrides, did-you-mean errors, the TOML round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pixelwise.config import (
+    DEFAULT_MODEL_OPTIONS,
+    RunConfig,
+    dump_toml,
+    load_config,
+    parse_override,
+    parse_value,
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_no_file_is_the_built_in_job():
+    config = load_config()
+    assert config == RunConfig()
+    assert config.data.layout == "synthetic"
+    assert config.model.name == "unet" and config.model.options == DEFAULT_MODEL_OPTIONS
+    assert config.loss.name == "weighted_ce" and config.optim.name == "adam"
+
+
+def test_file_values_and_defaults(tmp_path):
+    path = write(
+        tmp_path,
+        """
+[data]
+crop_size = [64, 48]
+[model]
+options = { depth = 2, base_width = 8 }
+[optim]
+name = "sgd"
+lr = 0.05
+nesterov = true
+[train]
+epochs = 3
+""",
+    )
+    config = load_config(path)
+    assert config.data.crop_size == (64, 48)
+    # A file's options table is the whole table: the built-in job's batch_norm is not added.
+    assert config.model.options == {"depth": 2, "base_width": 8}
+    assert (config.optim.name, config.optim.lr, config.optim.nesterov) == ("sgd", 0.05, True)
+    assert config.train.epochs == 3 and config.train.batch_size == RunConfig().train.batch_size
+
+
+@pytest.mark.parametrize(
+    ("override", "section", "key", "expected"),
+    [
+        ("train.epochs=5", "train", "epochs", 5),
+        ("optim.lr=1e-4", "optim", "lr", 1e-4),
+        ("train.amp=false", "train", "amp", False),
+        ("train.device=cpu", "train", "device", "cpu"),  # a bare string
+        ('train.out_dir="123"', "train", "out_dir", "123"),  # quoted: a string, not an int
+        ("data.crop_size=[40, 32]", "data", "crop_size", (40, 32)),
+        ("train.channels_last=true", "train", "channels_last", True),
+        ("optim.weight_decay=0", "optim", "weight_decay", 0.0),
+    ],
+)
+def test_overrides_parse_toml_literals(override, section, key, expected):
+    value = getattr(getattr(load_config(None, [override]), section), key)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_nested_override_merges_into_the_options():
+    config = load_config(None, ["model.options.depth=2"])
+    assert config.model.options == {**DEFAULT_MODEL_OPTIONS, "depth": 2}
+
+
+def test_later_overrides_win_over_earlier_ones_and_the_file(tmp_path):
+    path = write(tmp_path, "[train]\nepochs = 7\n")
+    config = load_config(path, ["train.epochs=3", "train.epochs=4"])
+    assert config.train.epochs == 4
+
+
+def test_changing_the_model_starts_from_its_own_options():
+    config = load_config(None, ["model.name=segnet_basic"])
+    assert config.model.options == {}
+    config = load_config(None, ["model.name=segnet_basic", "model.options.width=8"])
+    assert config.model.options == {"width": 8}
+
+
+def test_changing_the_layout_drops_the_built_in_augmentation(tmp_path):
+    config = load_config(None, ["data.layout=folders", f"data.root={tmp_path}"])
+    assert config.data.layout == "folders" and config.data.hflip is False
+
+
+@pytest.mark.parametrize(
+    ("override", "pieces"),
+    [
+        ("train.epcohs=3", ["key of [train]", "'epcohs'", "did you mean 'epochs'?"]),
+        ("trian.epochs=3", ["section", "'trian'", "did you mean 'train'?"]),
+        ("data.crop_sz=3", ["key of [data]", "did you mean 'crop_size'?"]),
+        ("model.options.dpeth=2", ["model.options.dpeth", "did you mean 'depth'?"]),
+        ("model.name=unte", ["model name", "did you mean 'unet'?", "--set"]),
+        ("loss.name=dice_ce", ["loss.name (--set) must be one of", "did you mean 'dice'?"]),
+        ("train.epochs=0", ["train.epochs (--set) must be an integer >= 1, got 0"]),
+        ("train.epochs=ten", ["train.epochs (--set) must be an integer >= 1, got 'ten'"]),
+        ("optim.lr=-1", ["optim.lr (--set) must be a finite number > 0.0"]),
+        ("optim.nesterov=true", ["optim.nesterov", "sgd"]),
+        ("model.options.num_classes=3", ["model.options.num_classes", "taken from the data"]),
+        ("train.normalisation=fixed", ["train.normalisation", "mean and std"]),
+        ("train.epochs", ["override must look like section.key=value"]),
+    ],
+)
+def test_bad_overrides_are_one_line(override, pieces):
+    with pytest.raises(ValueError) as info:
+        load_config(None, [override])
+    text = str(info.value)
+    assert "\n" not in text
+    for piece in pieces:
+        assert piece in text
+
+
+def test_errors_name_the_file(tmp_path):
+    path = write(tmp_path, "[train]\nepcohs = 3\n")
+    with pytest.raises(
+        ValueError, match=r"key of \[train\] in .*run\.toml must be known.*'epochs'"
+    ):
+        load_config(path)
+    path = write(tmp_path, "[train]\nepochs = 0\n")
+    with pytest.raises(ValueError, match=r"train\.epochs \(.*run\.toml\) must be an integer"):
+        load_config(path)
+    path = write(tmp_path, '[data]\nlayout = "folders"\n')
+    with pytest.raises(ValueError, match=r"data root .* must be given.*run\.toml"):
+        load_config(path)
+
+
+def test_malformed_and_missing_files(tmp_path):
+    path = write(tmp_path, "[train]\nepochs = \n")
+    with pytest.raises(ValueError, match=r"config file .*run\.toml must be valid TOML"):
+        load_config(path)
+    with pytest.raises(FileNotFoundError, match=r"config file .*nope\.toml must exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_toml_round_trip(tmp_path):
+    config = load_config(
+        None,
+        [
+            "data.crop_size=[40, 32]",
+            "data.scale=[0.8, 1.2]",
+            "data.elastic_std=4.5",
+            "model.options={depth=2, base_width=4, padding='same'}",
+            "loss.name=ce_dice",
+            "loss.class_weights=median_frequency",
+            "optim.name=sgd",
+            "optim.nesterov=true",
+            "schedule.name=cosine",
+            "train.normalisation=fixed",
+            "train.mean=[0.5]",
+            "train.std=[0.25]",
+            "train.grad_clip=1.5",
+            "train.out_dir=some dir/with 'quotes'",
+        ],
+    )
+    path = write(tmp_path, config.to_toml())
+    assert load_config(path) == config
+    assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_encoding_tables_round_trip(tmp_path):
+    encoding = {"kind": "values", "value_map": {"0": 0, "255": 1}}
+    text = dump_toml({"data": {"layout": "folders", "root": str(tmp_path), "encoding": encoding}})
+    config = load_config(write(tmp_path, text))
+    assert config.to_dict()["data"]["encoding"] == encoding
+    assert load_config(write(tmp_path, config.to_toml(), "again.toml")) == config
+
+
+def test_base_replaces_the_built_in_defaults():
+    base = load_config(None, ["train.epochs=2", "train.batch_size=3"]).to_dict()
+    config = load_config(None, ["train.epochs=5"], base=base)
+    assert (config.train.epochs, config.train.batch_size) == (5, 3)
+
+
+def test_parse_helpers():
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
+    assert parse_value("[1, 2]") == [1, 2] and parse_value("runs/x") == "runs/x"
+    assert parse_override("model.options.depth=2") == {"model": {"options": {"depth": 2}}}
+
+
+def test_configs_are_frozen():
+    config = RunConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.train.epochs = 3
