@@ -18,11 +18,9 @@ scikit-image, and times both implementations (best of ``--repeats`` calls). Writ
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.metrics import adapted_rand_error, variation_of_information
 
+from pixelwise._files import write_json_atomic
 from pixelwise.metrics import isbi_scores, membrane_to_segments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,20 +131,6 @@ def run(masks: list[Path], repeats: int) -> dict:
     }
 
 
-def write_json(report: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(report, stream, indent=2)
-            stream.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a results file is for everyone to read
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def print_table(report: dict) -> None:
     print(f"{'mask':<8} {'segs gt/pred':>12} " + " ".join(f"{f:>13}" for f in FIELDS))
     for r in report["images"]:
@@ -179,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: no ISBI 2012 masks found in {args.data / 'masks'}")
         return 0
     report = run(masks, args.repeats)
-    write_json(report, args.out)
+    write_json_atomic(args.out, report)
     print_table(report)
     print(f"wrote {args.out}")
     if not report["overall"]["all_within_tolerance"]:

@@ -10,16 +10,15 @@ checks that they agree, and writes the numbers to JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from pixelwise._files import write_json_atomic
 from pixelwise.models import create_model
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "patch_vs_fcn.json"
@@ -92,20 +91,6 @@ def machine_info() -> dict:
     }
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a results file is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -146,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "outputs_agree": agree,
         "max_abs_diff": max_diff,
     }
-    write_json_atomically(args.out, result)
+    write_json_atomic(args.out, result)
     print(
         f"patch_classifier P={args.patch_size} D={args.width} on 1×3×{args.size}×{args.size}, "
         f"{result['threads']} threads, median of {args.repeats}"

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from pixelwise._files import write_json_atomic
 from pixelwise.losses.weight_map import class_balance_map, unet_weight_map
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,18 +114,6 @@ def run(data: Path, repeats: int) -> dict:
     }
 
 
-def write_json(report: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(report, stream, indent=2)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def print_table(report: dict) -> None:
     print(
         f"{'image':<10} {'size':>9} {'objects':>7} {'naive s':>8} {'fast s':>7} {'ratio':>6} "
@@ -156,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if not report["images"]:
         print(f"skipped: no image of at least 512x512 in {args.data / 'manifest.csv'}")
         return 0
-    write_json(report, args.out)
+    write_json_atomic(args.out, report)
     print_table(report)
     print(f"wrote {args.out}")
     if not report["overall"]["all_within_tolerance"]:

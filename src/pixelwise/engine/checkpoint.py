@@ -32,8 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import torch
 from torch import nn
 
 from pixelwise._checks import message
+from pixelwise._files import atomic_write, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -138,18 +138,6 @@ def _check_normalisation(normalisation: Mapping | None, what: str = "normalisati
     return {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temp_name)`` for a temporary file beside ``path``, then move it there."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     # Clones, so that no two entries share storage (safetensors refuses shared tensors).
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
@@ -217,17 +205,17 @@ def save_checkpoint(
         "state_dict": weights,
         "training": plain(training) if training is not None else None,
     }
-    _atomic_write(path, lambda temp: torch.save(payload, temp))
+    atomic_write(path, lambda stream: torch.save(payload, stream))
     _write_safetensors(path.with_suffix(".safetensors"), weights, header)
     logger.info("saved checkpoint %s (epoch %d)", path, epoch)
     return path
 
 
 def _write_safetensors(path: Path, weights: dict[str, torch.Tensor], header: dict) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     metadata = {"format": FORMAT, "version": str(VERSION), "pixelwise": json.dumps(header)}
-    _atomic_write(path, lambda temp: save_file(weights, temp, metadata=metadata))
+    write_bytes_atomic(path, save(weights, metadata=metadata))
 
 
 def _not_a_checkpoint(path: Path, actual: str) -> ValueError:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pixelwise._checks import message
+from pixelwise._files import write_text_atomic
 
 
 def create_run_dir(out_dir: str | Path, run_dir: str | Path | None = None) -> Path:
@@ -54,25 +53,6 @@ def create_run_dir(out_dir: str | Path, run_dir: str | Path | None = None) -> Pa
             continue
         return candidate
     raise FileExistsError(message(f"run folders in {out_dir}", "be creatable", "10000 taken"))
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _cell(value: object) -> object:

@@ -16,17 +16,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from pixelwise._checks import check_choice, check_images, message
+from pixelwise._files import save_png_atomic
 from pixelwise.data import (
     CAMVID_ENCODING,
     CamVidDataset,
@@ -367,19 +365,6 @@ def read_image_file(path: str | Path, channels: int | None = None) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))  # (C, H, W)
 
 
-def _write_png(array: np.ndarray, out: Path) -> None:
-    """Write through a temporary file in the same folder, then rename: no half-written files."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(array).save(stream, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_prediction(
     image: torch.Tensor,
     mask: torch.Tensor,
@@ -403,7 +388,7 @@ def save_prediction(
         "overlay": overlay(picture, labels, palette, alpha, ignore_index=None),
     }
     for kind, array in arrays.items():
-        _write_png(array, paths[kind])
+        save_png_atomic(paths[kind], array)
 
 
 def predict_file(

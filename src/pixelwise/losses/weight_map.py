@@ -42,7 +42,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +51,7 @@ from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 from pixelwise._checks import check_choice, message
+from pixelwise._files import save_png_atomic
 from pixelwise.report.colormap import apply_colormap
 
 logger = logging.getLogger(__name__)
@@ -354,19 +354,6 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
     return _check_label_image(array, f"labels in {path}")
 
 
-def _write_png(rgb: np.ndarray, out: Path) -> None:
-    """Write ``rgb`` to ``out`` through a temporary file in the same folder, then rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(rgb).save(stream, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _check_out_path(mask: Path, out: Path) -> None:
     """The output must be a .png that is not the mask itself."""
     if out.suffix.lower() != ".png":
@@ -439,7 +426,7 @@ def save_weight_map_png(
         weights = unet_weight_map(
             labels, w0=w0, sigma=sigma, class_weights=class_weights, border=border
         )
-    _write_png(weight_map_to_rgb(weights, colormap=colormap), out_path)
+    save_png_atomic(out_path, weight_map_to_rgb(weights, colormap=colormap))
     logger.info(
         "weight map of %s (%.3g to %.3g) written to %s",
         mask_path,

@@ -8,14 +8,13 @@ given) keep the image as it is.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pixelwise._checks import message
+from pixelwise._files import write_bytes_atomic
 
 # Distinct, readable colours (RGB); classes beyond the list cycle through it.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -32,19 +31,6 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 128, 128),
     (170, 110, 40),
 )
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` through a temporary file in the same folder, then ``os.replace``."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def class_colors(num_classes: int) -> np.ndarray:
@@ -134,4 +120,4 @@ def save_overlay(
     row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
     buffer = io.BytesIO()
     Image.fromarray(row).save(buffer, format="PNG")
-    return _write_atomic(Path(path), buffer.getvalue())
+    return write_bytes_atomic(Path(path), buffer.getvalue())

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pixelwise._checks import message
+from pixelwise._files import write_bytes_atomic
 
 
 def _series(rows: Sequence[Mapping[str, object]], key: str) -> tuple[list[float], list[float]]:
@@ -27,26 +26,13 @@ def _series(rows: Sequence[Mapping[str, object]], key: str) -> tuple[list[float]
     return epochs, values
 
 
-def _write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` through a temporary file in the same folder, then ``os.replace``."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _save(figure: object, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    return _write_atomic(path, buffer.getvalue())
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def plot_curves(

@@ -1,0 +1,63 @@
+"""Atomic file writes: every file pixelwise writes goes through a temporary file in the same
+folder and is moved into place with ``os.replace``, so a reader (or a run killed mid-write)
+never sees half a file and an existing file is only ever replaced whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(stream)`` on a temporary file beside ``path``, then move it to ``path``.
+
+    The parent folder is created when missing. On any failure the temporary file is removed
+    and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            write(stream)
+        # mkstemp makes the file private (0600); give it the permissions open() would have.
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda stream: stream.write(data))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, data: object) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def save_png_atomic(path: str | Path, array: np.ndarray) -> Path:
+    """Save a uint8/uint16 (H, W) or uint8 (H, W, 3|4) array as a PNG, atomically."""
+    from PIL import Image
+
+    return atomic_write(path, lambda stream: Image.fromarray(array).save(stream, format="PNG"))
