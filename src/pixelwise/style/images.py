@@ -6,8 +6,6 @@ networks trained on one channel; colour images are converted with Pillow's ITU-R
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch
 from PIL import Image
 
 from pixelwise._checks import message
+from pixelwise._files import save_png_atomic
 from pixelwise.data._io import open_pil
 
 GAP = 4  # pixels of white between the frames of a trace strip
@@ -98,17 +97,7 @@ def write_png(image: torch.Tensor, path: str | Path) -> Path:
     Shape:
         image: (C, H, W) in [0, 1], C = 1 or 3.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(to_uint8(image)).save(stream, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_png_atomic(path, to_uint8(image))
 
 
 def trace_strip(frames: Sequence[torch.Tensor], height: int = 160) -> torch.Tensor:
