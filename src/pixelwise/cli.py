@@ -308,9 +308,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     plan = plan_outputs(collect_images(args.images), args.out, overwrite=args.overwrite)
     palette = class_palette(checkpoint.class_names)
     for image, paths in tqdm(plan, desc="predict", unit="image", disable=None):
-        predict_file(
-            model, image, paths, palette, normalisation=checkpoint.normalisation, alpha=args.alpha
-        )
+        with tqdm(desc=image.name, unit="tile", leave=False, disable=None) as bar:
+
+            def progress(done: int, total: int, bar=bar) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            predict_file(
+                model,
+                image,
+                paths,
+                palette,
+                normalisation=checkpoint.normalisation,
+                alpha=args.alpha,
+                tile=args.tile,
+                tta=args.tta,
+                progress=progress,
+            )
     kinds = ", ".join(f"<stem>_{kind}.png" for kind in OUTPUT_KINDS)
     print(f"wrote {len(plan)} image(s) × {len(OUTPUT_KINDS)} files to {args.out} ({kinds})")
     return 0
@@ -622,6 +636,69 @@ def _add_stylize_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_stylize)
 
 
+# --- export ---------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pixelwise.engine.checkpoint import load_model
+    from pixelwise.inference.export import SUFFIXES, export_model
+
+    source = Path(args.checkpoint)
+    out = Path(args.out) if args.out else source.with_suffix(SUFFIXES[args.format])
+    model, checkpoint = load_model(source)
+    metadata = {
+        "class_names": list(checkpoint.class_names),
+        "ignore_index": checkpoint.ignore_index,
+        "normalisation": checkpoint.normalisation,
+        "checkpoint": source.name,
+        "epoch": checkpoint.epoch,
+    }
+    try:
+        exported = export_model(
+            model,
+            out,
+            format=args.format,
+            example_size=tuple(args.size) if args.size else None,
+            opset=args.opset,
+            metadata=metadata,
+            overwrite=args.overwrite,
+        )
+    except ImportError as exc:  # the optional onnx package: one line, like other user errors
+        raise ValueError(str(exc)) from None
+    height, width = exported.example_size
+    what = f"onnx, opset {exported.opset}" if exported.opset else "torchscript"
+    sizes = (
+        "any N, H, W"
+        if exported.dynamic
+        else f"fixed to 1×{checkpoint.in_channels}×{height}×{width}; omit --size for any size"
+    )
+    print(f"wrote {exported.path} ({what}; input 'images' (N, C, H, W): {sizes})")
+    return 0
+
+
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="write a checkpoint's model as ONNX or TorchScript (any input size)"
+    )
+    p.add_argument("checkpoint", help="a checkpoint (.pt or .safetensors)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument(
+        "--out", metavar="PATH", help="the file to write (default: the checkpoint's .onnx/.ts)"
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="trace at this size (default: one that keeps H and W free in the export)",
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pixelwise", description="Semantic segmentation, from patch classifiers to DeepLab."
@@ -709,6 +786,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=512,
+        help="tile size for images larger than it (default 512; overlap-tile for valid U-Net)",
+    )
+    p.add_argument(
+        "--tta", action="store_true", help="average over flips and 90° rotations (8 transforms)"
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(func=cmd_predict)
 
@@ -757,6 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     _add_stylize_parser(sub)
+    _add_export_parser(sub)
     return parser
 
 

@@ -210,6 +210,32 @@ def test_predict_round_trip_writes_three_pngs_per_image(checkpoint, tmp_path, ca
     assert np.asarray(Image.open(out_dir / "a_overlay.png")).shape == (HEIGHT, WIDTH, 3)
 
 
+def test_predict_tiles_images_larger_than_the_tile(checkpoint, tmp_path, capsys, monkeypatch):
+    # A valid U-Net: overlap-tile output tiles abut exactly, so 16-pixel tiles must give the
+    # whole-image prediction; the spy proves the command went through the tiles.
+    from pixelwise.inference import tiling
+
+    tiles_seen = []
+    real_plan = tiling.plan_tiles
+
+    def spy(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        tiles_seen.append(len(list(plan.tiles())))
+        return plan
+
+    monkeypatch.setattr(tiling, "plan_tiles", spy)
+    root = write_folder(tmp_path / "set", stems=("a",))
+    out_dir = tmp_path / "out"
+    code, _, _ = run(capsys, "predict", checkpoint, root / "images", "--out", out_dir, "--tile", 16)
+    assert code == 0
+    assert tiles_seen and tiles_seen[0] > 1
+    model, _ = load_model(checkpoint)
+    pixels = np.array(Image.open(root / "images" / "a.png"))
+    image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    whole = predict_mask(model, image, normalisation=NORM).numpy()
+    np.testing.assert_array_equal(np.asarray(Image.open(out_dir / "a_mask.png")), whole)
+
+
 def test_predict_never_overwrites_unless_asked(checkpoint, tmp_path, capsys):
     root = write_folder(tmp_path / "set", stems=("a",))
     image, out_dir = root / "images" / "a.png", tmp_path / "out"

@@ -1,13 +1,14 @@
-"""Inference: predict logits and masks for whole images, write prediction files, evaluate a
-data set with the confusion-matrix metrics and boundary F1."""
+"""Inference: whole-image and tiled prediction (overlap-tile for valid U-Net, blended tiles
+otherwise, optional test-time augmentation), prediction files, evaluation of a data set with
+the confusion-matrix metrics and boundary F1, and export to ONNX / TorchScript."""
 
+from pixelwise.inference._model import output_margin
 from pixelwise.inference.predict import (
     OUTPUT_KINDS,
     collect_images,
     covering_input_size,
     evaluate_dataset,
     evaluation_dataset,
-    output_margin,
     plan_outputs,
     predict_file,
     predict_logits,
@@ -17,15 +18,20 @@ from pixelwise.inference.predict import (
     save_prediction,
     whole_image_logits,
 )
+from pixelwise.inference.tiling import plan_tiles, predict
+from pixelwise.inference.tta import augmented_logits
 
 __all__ = [
     "OUTPUT_KINDS",
+    "augmented_logits",
     "collect_images",
     "covering_input_size",
     "evaluate_dataset",
     "evaluation_dataset",
     "output_margin",
     "plan_outputs",
+    "plan_tiles",
+    "predict",
     "predict_file",
     "predict_logits",
     "predict_mask",

@@ -13,10 +13,9 @@ Nothing here prints; :func:`evaluate_dataset` reports progress through a callbac
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,7 @@ from pixelwise.data._io import read_image
 from pixelwise.data.build import full_dataset
 from pixelwise.data.datasets import list_images
 from pixelwise.engine.checkpoint import normalise_images
+from pixelwise.inference._model import eval_mode, model_device, model_in_channels, output_margin
 from pixelwise.metrics import ConfusionMatrix, boundary_f1_scores
 from pixelwise.metrics.boundary import image_mean
 from pixelwise.models.patch import mirror_pad
@@ -50,25 +50,12 @@ CAMVID_EVAL_SPLITS = ("val", "train", "test")
 EVAL_SPLITS = ("val", "train", "all")
 
 
-def output_margin(model: nn.Module) -> int:
-    """Pixels the model's output loses on each side of its input: 0 unless it shrinks (valid U-Net)."""
-    if not (hasattr(model, "output_size") and hasattr(model, "valid_input_sizes_near")):
-        return 0
-    smallest = model.valid_input_sizes_near(1)[1]
-    return (smallest - model.output_size(smallest)) // 2
-
-
 def covering_input_size(model: nn.Module, size: int) -> int:
     """The smallest input size the model accepts whose output covers ``size`` pixels."""
     margin = output_margin(model)
     if margin == 0:
         return size
     return model.valid_input_sizes_near(size + 2 * margin)[1]
-
-
-def _in_channels(model: nn.Module) -> int | None:
-    args = getattr(model, "pixelwise_args", None) or {}
-    return args.get("in_channels", getattr(model, "in_channels", None))
 
 
 def whole_image_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -92,21 +79,6 @@ def whole_image_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model(window)[..., :height, :width]  # (N, K, H, W)
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
-
-
 def predict_logits(
     model: nn.Module, images: torch.Tensor, *, normalisation: Normalisation | None = None
 ) -> torch.Tensor:
@@ -126,11 +98,11 @@ def predict_logits(
         images: (C, H, W) or (N, C, H, W); returns (K, H, W) or (N, K, H, W).
     """
     single = isinstance(images, torch.Tensor) and images.dim() == 3
-    batch = check_images(images.unsqueeze(0) if single else images, _in_channels(model))
-    batch = batch.to(_model_device(model))
+    batch = check_images(images.unsqueeze(0) if single else images, model_in_channels(model))
+    batch = batch.to(model_device(model))
     if normalisation is not None:
         batch = normalise_images(batch, normalisation)
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         logits = whole_image_logits(model, batch)  # (N, K, H, W)
     return logits[0] if single else logits
 
@@ -399,13 +371,25 @@ def predict_file(
     *,
     normalisation: Normalisation | None = None,
     alpha: float = 0.5,
+    tile: int = 512,
+    tta: bool | str = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Read one image, predict it and write its three PNGs; returns the mask.
+
+    Images of any size go through :func:`pixelwise.inference.tiling.predict`: one that fits in
+    a tile is predicted whole (bit-identical to :func:`predict_logits`), a larger one in
+    overlapping tiles (overlap-tile for a valid U-Net) with ``progress(done, total)`` over tiles.
 
     Shape:
         returns (H, W) int64.
     """
-    image = read_image_file(image_path, _in_channels(model))  # (C, H, W)
-    mask = predict_mask(model, image, normalisation=normalisation)  # (H, W)
+    from pixelwise.inference.tiling import predict as predict_tiled
+
+    image = read_image_file(image_path, model_in_channels(model))  # (C, H, W)
+    logits = predict_tiled(
+        model, image, tile=tile, tta=tta, normalisation=normalisation, progress=progress
+    )  # (K, H, W)
+    mask = logits.argmax(dim=0).cpu()  # (H, W)
     save_prediction(image, mask, paths, palette, alpha=alpha)
     return mask
