@@ -112,6 +112,11 @@ def test_changing_the_layout_drops_the_built_in_augmentation(tmp_path):
         ("model.options.num_classes=3", ["model.options.num_classes", "taken from the data"]),
         ("train.normalisation=fixed", ["train.normalisation", "mean and std"]),
         ("train.epochs", ["override must look like section.key=value"]),
+        ("train.val_every=0", ["train.val_every (--set) must be an integer >= 1, got 0"]),
+        ("train.time_limit_minutes=-1", ["train.time_limit_minutes (--set) must be a finite"]),
+        ("train.snapshot_minutes=15", ["train.snapshot_minutes (--set) must be a list", "15"]),
+        ("train.snapshot_minutes=[0, 5]", ["train.snapshot_minutes (--set) must be a finite"]),
+        ("train.snapshot_minutes=[30, 15]", ["must increase strictly, got [30.0, 15.0]"]),
     ],
 )
 def test_bad_overrides_are_one_line(override, pieces):
@@ -194,3 +199,30 @@ def test_configs_are_frozen():
     config = RunConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.train.epochs = 3
+
+
+def test_time_budget_keys(tmp_path):
+    path = write(
+        tmp_path,
+        "[train]\ntime_limit_minutes = 60\nsnapshot_minutes = [15, 30, 60]\nval_every = 5\n",
+    )
+    train = load_config(path).train
+    assert train.time_limit_minutes == 60.0 and train.snapshot_minutes == (15.0, 30.0, 60.0)
+    assert train.val_every == 5
+    assert load_config(write(tmp_path, load_config(path).to_toml(), "again.toml")) == load_config(
+        path
+    )
+    defaults = RunConfig().train
+    assert (defaults.time_limit_minutes, defaults.snapshot_minutes, defaults.val_every) == (
+        0.0,
+        (),
+        1,
+    )
+    # Without a limit any mark is allowed; with one, a mark past it would never be reached.
+    assert load_config(None, ["train.snapshot_minutes=[90]"]).train.snapshot_minutes == (90.0,)
+    with pytest.raises(ValueError) as info:
+        load_config(path, ["train.snapshot_minutes=[15, 90]"])
+    assert str(info.value) == (
+        "train.snapshot_minutes (--set) must lie within train.time_limit_minutes (60), "
+        "got [15.0, 90.0]; raise the limit or drop the later marks"
+    )

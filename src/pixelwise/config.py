@@ -30,6 +30,9 @@ small U-Net on the synthetic data, weighted cross entropy, Adam)::
     [train]
     epochs = 30
     batch_size = 8
+    time_limit_minutes = 0.0    # wall-clock training budget; 0 = none (stops mid-epoch)
+    snapshot_minutes = []       # e.g. [15, 30, 60]: snapshot_15min.pt, ... in the run folder
+    val_every = 1               # validate (and write last.pt) every n epochs and at the end
     seed = 0
     deterministic = false
     device = "auto"             # "auto" | "cpu" | "cuda"
@@ -56,6 +59,7 @@ model's options, ``DataConfig()``) instead of the built-in job's.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import tomllib
@@ -283,10 +287,19 @@ class TrainConfig:
     normalisation: str = "dataset"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    time_limit_minutes: float = 0.0
+    snapshot_minutes: tuple[float, ...] = ()
+    val_every: int = 1
 
     def __post_init__(self) -> None:
         t = "train"
-        for key, minimum in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("num_workers", 0)):
+        for key, minimum in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("seed", 0),
+            ("num_workers", 0),
+            ("val_every", 1),
+        ):
             _check_int(t, key, getattr(self, key), minimum)
         _check_int(t, "overlays", self.overlays, 0)
         for key in ("deterministic", "amp"):
@@ -304,6 +317,34 @@ class TrainConfig:
             raise ValueError(message(_what(t, "out_dir"), "be a folder name", repr(self.out_dir)))
         _check_choice(t, "normalisation", self.normalisation, NORMALISATIONS)
         self._check_mean_std()
+        self._check_budget()
+
+    def _check_budget(self) -> None:
+        """``time_limit_minutes`` >= 0 (0: none); ``snapshot_minutes`` increasing, > 0, and
+        within the limit (a mark past it would never be reached)."""
+        t = "train"
+        limit = _check_float(t, "time_limit_minutes", self.time_limit_minutes, 0.0)
+        object.__setattr__(self, "time_limit_minutes", limit)
+        marks = self.snapshot_minutes
+        if not isinstance(marks, list | tuple):
+            raise ValueError(
+                message(_what(t, "snapshot_minutes"), "be a list of minutes", repr(marks))
+            )
+        marks = tuple(_check_float(t, "snapshot_minutes", m, 0.0, open_low=True) for m in marks)
+        if any(b <= a for a, b in itertools.pairwise(marks)):
+            raise ValueError(
+                message(_what(t, "snapshot_minutes"), "increase strictly", list(marks))
+            )
+        if limit > 0 and marks and marks[-1] > limit:
+            raise ValueError(
+                message(
+                    _what(t, "snapshot_minutes"),
+                    f"lie within train.time_limit_minutes ({limit:g})",
+                    list(marks),
+                    "raise the limit or drop the later marks",
+                )
+            )
+        object.__setattr__(self, "snapshot_minutes", marks)
 
     def _check_mean_std(self) -> None:
         t = "train"

@@ -271,3 +271,94 @@ def test_weights_need_full_width_and_three_channels(tmp_path):
 def test_missing_file_is_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"^encoder_weights must be an existing file"):
         create_model("segnet", num_classes=2, encoder_weights=str(tmp_path / "none.pth"))
+
+
+# --- SegNet-Basic's decoders: unpooling, learned deconvolution, fixed bilinear ------------
+
+DECODERS = ("unpool", "deconv", "bilinear")
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("size", [(67, 45), (1, 3), (17, 31), (64, 96)])
+def test_every_decoder_gives_logits_at_odd_input_sizes(decoder, size):
+    model = _model("segnet_basic", decoder=decoder).eval()
+    with torch.no_grad():
+        out = model(_images(2, 3, *size))
+    assert out.shape == (2, K, *size)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("decoder", ["deconv", "bilinear"])
+def test_decoder_stages_at_camvid_size(decoder):
+    got = _shapes("segnet_basic", (360, 480), decoder=decoder)
+    for b in (1, 2, 3, 4):
+        assert got[f"pool{b}"] == (1, 64, *CAMVID_SIDES[b - 1])
+        before = (360, 480) if b == 1 else CAMVID_SIDES[b - 2]  # 12×15 -> 23×30: 24 cropped
+        assert got[f"upsample{b}"] == got[f"decode{b}"] == (1, 64, *before)
+    assert got["classifier"] == (1, 11, 360, 480)
+
+
+def test_decoder_parameter_counts():
+    # The convolutions are shared by all three; only "deconv" adds D × D × 4 × 4 per stage.
+    counts = {d: _count(create_model("segnet_basic", num_classes=11, decoder=d)) for d in DECODERS}
+    assert counts["unpool"] == 1_416_075  # README: 1.42M at K = 11
+    assert counts["bilinear"] == counts["unpool"]
+    assert counts["deconv"] == counts["unpool"] + 4 * 64 * 64 * 4 * 4
+    small = {d: _count(_model("segnet_basic", decoder=d)) for d in DECODERS}
+    assert small["deconv"] - small["unpool"] == 4 * 8 * 8 * 16
+
+
+def _upsampling_records(model: nn.Module, images: torch.Tensor) -> dict[int, tuple]:
+    records, hooks = {}, []
+    for b in (1, 2, 3, 4):
+
+        def hook(_m, inputs, output, b=b):
+            records[b] = (inputs[0], output)
+
+        hooks.append(getattr(model, f"upsample{b}").register_forward_hook(hook))
+    with torch.no_grad():
+        model(images)
+    for h in hooks:
+        h.remove()
+    return records
+
+
+def test_bilinear_decoder_interpolates_twice_and_crops_the_rounded_up_side():
+    model = _model("segnet_basic", decoder="bilinear").eval()
+    records = _upsampling_records(model, _images(1, 3, 67, 45))
+    sizes = {1: (67, 45), 2: (34, 23), 3: (17, 12), 4: (9, 6)}  # before each pooling
+    for b, (x, out) in records.items():
+        expected = nn.functional.interpolate(x, scale_factor=2, mode="bilinear")
+        assert out.shape[-2:] == sizes[b]
+        assert torch.equal(out, expected[..., : sizes[b][0], : sizes[b][1]]), b
+    assert not list(model.upsample1.parameters())  # fixed: nothing to learn
+
+
+def test_deconv_decoder_starts_bilinear_and_learns():
+    model = _model("segnet_basic", decoder="deconv")
+    weight = model.upsample2.weight  # (D, D, 4, 4): bilinear on the diagonal, zero elsewhere
+    assert weight.shape == (8, 8, 4, 4) and weight.requires_grad
+    kernel = torch.tensor([0.25, 0.75, 0.75, 0.25])
+    assert torch.allclose(weight[3, 3], kernel[:, None] * kernel[None, :])
+    assert float(weight.detach().sum()) == pytest.approx(8 * 4.0)  # 8 kernels of sum 4
+    records = _upsampling_records(model.eval(), _images(1, 3, 67, 45))
+    x, out = records[1]  # 34×23 -> 68×46, cropped to 67×45
+    interior = nn.functional.interpolate(x, scale_factor=2, mode="bilinear")[..., 1:-1, 1:-1]
+    assert torch.allclose(out[..., 1:-1, 1:-1], interior[..., : 67 - 2, : 45 - 2], atol=1e-5)
+    model.train()
+    x = _images(2, 3, 37, 53)
+    target = torch.randint(0, K, (2, 37, 53), generator=torch.Generator().manual_seed(3))
+    nn.functional.cross_entropy(model(x), target).backward()
+    assert model.upsample4.weight.grad.abs().sum() > 0
+
+
+def test_unknown_decoder_is_one_line_with_a_suggestion():
+    with pytest.raises(ValueError) as info:
+        create_model("segnet_basic", num_classes=2, decoder="deconvolution")
+    text = str(info.value)
+    assert text.startswith("decoder must be one of ['unpool', 'deconv', 'bilinear']")
+    assert "did you mean 'deconv'?" in text and "\n" not in text

@@ -13,22 +13,36 @@ What a run does, in order:
    ``(1 + cos(π t/T)) / 2``, T = epochs × batches per epoch), optional gradient clipping by
    global norm, mixed precision (float16 autocast with a gradient scaler) on CUDA only,
    channels-last memory format on CUDA (or when asked).
-4. Validates after every epoch: a :class:`~pixelwise.metrics.ConfusionMatrix` over the
-   validation set (pixel accuracy, mean accuracy, per-class and mean IoU, Dice) and the
-   validation loss; in a distributed run each process counts its share and one ``all_reduce``
-   sums the matrices.
+4. Validates every ``train.val_every`` epochs and after the last one: a
+   :class:`~pixelwise.metrics.ConfusionMatrix` over the validation set (pixel accuracy, mean
+   accuracy, per-class and mean IoU, Dice) and the validation loss; in a distributed run each
+   process counts its share and one ``all_reduce`` sums the matrices.
 5. Writes (rank 0 only) into a new run folder: ``config.toml`` (the resolved config),
-   ``metrics.csv`` (one row per epoch), ``last.pt`` every epoch and ``best.pt`` when the
-   ``train.metric`` improves (each with a ``.safetensors`` beside it), and at the end
-   ``loss.png``, ``miou.png`` and ``overlays/`` (predictions on a few validation images).
+   ``metrics.csv`` (one row per epoch, validation columns NaN where an epoch was not
+   validated; ``iteration`` and ``minutes`` of training so far), ``last.pt`` at each
+   validation and ``best.pt`` when the ``train.metric`` improves (each with a
+   ``.safetensors`` beside it), and at the end ``loss.png``, ``miou.png`` and ``overlays/``
+   (predictions on a few validation images).
+
+Time budget: ``train.time_limit_minutes`` (wall clock from the start of :meth:`Trainer.fit`,
+validation and checkpoints included, continued across resumes) ends the run at the end of
+the iteration that crosses it, mid-epoch if need be: that partial epoch is validated and
+checkpointed (its ``metrics.csv`` row has a fractional ``epoch``, e.g. 3.4). An epoch whose
+validation ends past the limit ends the run there. ``train.snapshot_minutes`` (e.g.
+``[15, 30, 60]``) saves ``snapshot_15min.pt`` ... at the first iteration past each mark,
+without validating, so what a run had reached at each time can be evaluated afterwards.
 
 Resume: ``fit(resume=checkpoint)`` restores the weights, optimizer, schedule, gradient scaler,
-epoch, history, best score and every random state (torch, CUDA, NumPy, Python, the DataLoader
-generator, the augmentation generator). With ``deterministic = true`` and the same config, a
-single-process run stopped after epoch k and resumed ends with exactly the weights of an
-uninterrupted run. A resumed run writes a new run folder whose ``metrics.csv`` repeats the
-earlier epochs. (A multi-process resume restores rank 0's random states on every rank, so it
-continues correctly but not bit-identically.)
+epoch, history, best score, training time and every random state (torch, CUDA, NumPy, Python,
+the DataLoader generator, the augmentation generator). With ``deterministic = true`` and the
+same config, a single-process run stopped after epoch k and resumed ends with exactly the
+weights of an uninterrupted run. So does one stopped mid-epoch (by the time limit, or resumed
+from a snapshot) when ``num_workers = 0``: the checkpoint holds the position in the epoch
+and the loader's random state at its start, and the resumed epoch skips the batches already
+seen (with workers, their augmentation seeds differ after a mid-epoch resume). A resumed run
+writes a new run folder whose ``metrics.csv`` repeats the earlier rows. (A multi-process
+resume restores rank 0's random states on every rank, so it continues correctly but not
+bit-identically.)
 
 Valid-padding U-Net: the logits are smaller than the input; targets and weight maps are
 centre-cropped to the logits' size for the loss and the metrics.
@@ -44,17 +58,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 from pixelwise._checks import message
 from pixelwise.config import RunConfig
@@ -80,7 +95,24 @@ logger = logging.getLogger(__name__)
 STATS_SAMPLES = 256
 _TENSOR_KEYS = ("image", "mask", "weight")
 # Config keys that may differ between a checkpoint and the run that resumes it.
-_RESUMABLE_CHANGES = {"train.epochs", "train.out_dir", "train.num_workers", "train.overlays"}
+_RESUMABLE_CHANGES = {
+    "train.epochs",
+    "train.out_dir",
+    "train.num_workers",
+    "train.overlays",
+    "train.time_limit_minutes",
+    "train.snapshot_minutes",
+    "train.val_every",
+}
+# The validation columns of metrics.csv, NaN in an epoch that train.val_every skips.
+_VALIDATION_KEYS = (
+    "loss",
+    "pixel_accuracy",
+    "mean_accuracy",
+    "mean_iou",
+    "frequency_weighted_iou",
+    "mean_dice",
+)
 
 
 class Progress:
@@ -116,9 +148,13 @@ class FitResult:
         epochs: Epochs completed (including those before a resume).
         metric: The config's ``train.metric``.
         best_value: Its best validation value; ``best_epoch`` the epoch it was reached.
-        metrics: The last epoch's validation metrics (see :meth:`Trainer.evaluate`).
+        metrics: The last validation's metrics (see :meth:`Trainer.evaluate`).
         history: The rows of ``metrics.csv``.
         best_path, last_path: The checkpoints.
+        stopped_by: ``"epochs"`` (all of ``train.epochs`` ran) or ``"time_limit"``.
+        minutes: Training wall time, including runs before a resume.
+        iterations: Optimizer steps, including runs before a resume.
+        snapshots: The ``snapshot_<m>min.pt`` files this run wrote, by minute mark.
     """
 
     run_dir: Path
@@ -130,6 +166,10 @@ class FitResult:
     history: list[dict]
     best_path: Path
     last_path: Path
+    stopped_by: str = "epochs"
+    minutes: float = 0.0
+    iterations: int = 0
+    snapshots: Mapping[float, Path] = dataclasses.field(default_factory=dict)
 
 
 def collate_groups(samples: list[Mapping[str, Any]]) -> list[dict[str, torch.Tensor]]:
@@ -232,6 +272,112 @@ def _emit(progress: object, event: str, *args: Any, **info: Any) -> None:
         progress(event, {"args": args, **info})
 
 
+def unvalidated_metrics(class_names: Sequence[str]) -> dict[str, Any]:
+    """Validation metrics of an epoch that was not validated: NaN throughout."""
+    nan = math.nan
+    classes = {name: {"iou": nan, "dice": nan} for name in class_names}
+    return {**dict.fromkeys(_VALIDATION_KEYS, nan), "classes": classes}
+
+
+def snapshot_name(minutes: float) -> str:
+    """``snapshot_15min.pt`` for 15, ``snapshot_0.5min.pt`` for 0.5."""
+    return f"snapshot_{minutes:g}min.pt"
+
+
+class TrainingClock:
+    """Training wall time against a budget and snapshot marks (see the module docstring).
+
+    Args:
+        limit_minutes: The budget; 0 for none.
+        snapshot_minutes: Increasing marks at which to save a snapshot.
+        timer: Seconds from an arbitrary start (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        limit_minutes: float,
+        snapshot_minutes: Sequence[float],
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.limit = 60.0 * limit_minutes
+        self.pending = [float(m) for m in snapshot_minutes]
+        self.offset = 0.0
+        self.timer = timer
+        self._start = timer()
+
+    @property
+    def active(self) -> bool:
+        """Whether anything depends on the time (then every iteration reads the clock)."""
+        return self.limit > 0 or bool(self.pending)
+
+    def start(self, offset: float = 0.0) -> None:
+        """Start counting at ``offset`` seconds (a resumed run's earlier training time);
+        marks already passed then are not due again."""
+        self.offset = offset
+        self.pending = [m for m in self.pending if 60.0 * m > offset]
+        self._start = self.timer()
+
+    def seconds(self) -> float:
+        """Seconds trained, including the offset."""
+        return self.offset + self.timer() - self._start
+
+    def due(self, seconds: float) -> list[float]:
+        """The marks that ``seconds`` has reached, each returned once."""
+        reached = [m for m in self.pending if 60.0 * m <= seconds]
+        self.pending = self.pending[len(reached) :]
+        return reached
+
+    def over(self, seconds: float) -> bool:
+        """Whether ``seconds`` has used up the budget."""
+        return self.limit > 0 and seconds >= self.limit
+
+
+@dataclasses.dataclass
+class EpochPosition:
+    """How far a run is into an epoch: what a snapshot or a time-limited stop records so that
+    resuming continues the same epoch exactly.
+
+    Attributes:
+        epoch: The epoch, from 0.
+        batch: Batches done in it.
+        loss_sum, images: The training loss summed over its images, and their count.
+        seconds: Time spent in its batches.
+        loader_state: The loader generator's state at the start of the epoch (it draws the
+            epoch's order).
+    """
+
+    epoch: int
+    batch: int = 0
+    loss_sum: float = 0.0
+    images: float = 0.0
+    seconds: float = 0.0
+    loader_state: torch.Tensor | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any] | None) -> EpochPosition | None:
+        return None if not state else cls(**state)
+
+
+class ResumableSampler(Sampler[int]):
+    """Another sampler's indices; its next pass can skip the first ``skip`` of them (the
+    batches an epoch resumed mid-way has already trained on). Draws the same random numbers
+    as the wrapped sampler, skipped indices included."""
+
+    def __init__(self, sampler: Sampler[int]) -> None:
+        self.sampler = sampler
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.skip = self.skip, 0
+        return itertools.islice(iter(self.sampler), skip, None)
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)
+
+
 class Trainer:
     """Trains and validates one run; see the module docstring for what a run does.
 
@@ -274,7 +420,13 @@ class Trainer:
         self.run_dir: Path | None = None
         self.history: list[dict] = []
         self.best: dict[str, Any] = {"value": -math.inf, "epoch": 0}
-        self.start_epoch = 0
+        self.start_epoch = self.epochs_done = 0
+        self.clock = TrainingClock(train.time_limit_minutes, train.snapshot_minutes)
+        self.clock_offset = 0.0
+        self.position: EpochPosition | None = None  # set while an epoch runs
+        self.resume_position: EpochPosition | None = None
+        self.snapshots: dict[float, Path] = {}
+        self.stopped_by = "epochs"
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -342,7 +494,6 @@ class Trainer:
 
     def _train_loader(self) -> DataLoader:
         train = self.config.train
-        sampler = None
         if self.dist.enabled:
             sampler = DistributedSampler(
                 self.train_set,
@@ -351,11 +502,14 @@ class Trainer:
                 shuffle=True,
                 seed=train.seed,
             )
+        else:
+            # What DataLoader(shuffle=True) builds: the same draws from the same generator.
+            sampler = RandomSampler(self.train_set, generator=self.loader_generator)
+        self.train_sampler = ResumableSampler(sampler)
         return DataLoader(
             self.train_set,
             batch_size=train.batch_size,
-            shuffle=sampler is None,
-            sampler=sampler,
+            sampler=self.train_sampler,
             num_workers=train.num_workers,
             collate_fn=collate_groups,
             generator=self.loader_generator,
@@ -486,18 +640,17 @@ class Trainer:
         return loss.detach()
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
-        """One pass over the training data; returns (mean loss, images per second)."""
-        if isinstance(self.train_loader.sampler, DistributedSampler):
-            self.train_loader.sampler.set_epoch(epoch)
+        """One pass over the training data (the rest of it after a resume mid-epoch), or less
+        when the time budget runs out (then ``self.position`` stays set); returns (mean loss,
+        images per second)."""
+        position = self._begin_epoch(epoch)
         self.train_model.train()
-        batches, world = len(self.train_loader), self.dist.world_size
-        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, images
-        start = tick = time.perf_counter()
-        for index, groups in enumerate(self.train_loader, start=1):
+        batches, world = self.batches_per_epoch, self.dist.world_size
+        start = tick = time.perf_counter() - position.seconds
+        for index, groups in enumerate(self.train_loader, start=position.batch + 1):
             batch = self._single_group(groups)
             n = batch["image"].shape[0]
-            loss = self._step(batch)
-            value = float(loss)
+            value = float(self._step(batch))
             if not math.isfinite(value):
                 raise ValueError(
                     message(
@@ -507,15 +660,61 @@ class Trainer:
                         "lower optim.lr or set train.grad_clip",
                     )
                 )
-            totals += torch.tensor([value * n, n], dtype=torch.float64, device=self.device)
             now = time.perf_counter()
-            speed = n * world / max(now - tick, 1e-9)
-            tick = now
+            position.batch, position.seconds = index, now - start
+            position.loss_sum, position.images = position.loss_sum + value * n, position.images + n
             if self.dist.is_main:
+                speed = n * world / max(now - tick, 1e-9)
                 _emit(self.progress, "batch_end", epoch + 1, index, batches, value, speed)
-        distributed.all_reduce_sum(totals)
-        seconds = time.perf_counter() - start
-        return float(totals[0] / totals[1].clamp_min(1)), float(totals[1]) / max(seconds, 1e-9)
+            tick = now
+            if self._after_iteration():
+                break
+        totals = [position.loss_sum, position.images]
+        totals = distributed.all_reduce_sum(
+            torch.tensor(totals, dtype=torch.float64, device=self.device)
+        )
+        if position.batch >= self.batches_per_epoch:
+            self.position = None
+        loss = float(totals[0] / totals[1].clamp_min(1))
+        return loss, float(totals[1]) / max(position.seconds, 1e-9)
+
+    def _begin_epoch(self, epoch: int) -> EpochPosition:
+        """The epoch's position: where a resumed checkpoint left it, else at its start."""
+        sampler = self.train_sampler.sampler
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        position, self.resume_position = self.resume_position, None
+        if position is not None and position.epoch == epoch:
+            # The epoch's order again (the loader draws it from this state), minus what ran.
+            self.loader_generator.set_state(position.loader_state)
+            self.train_sampler.skip = position.batch * self.config.train.batch_size
+        else:
+            position = EpochPosition(epoch, loader_state=self.loader_generator.get_state())
+        self.position = position
+        return position
+
+    def _after_iteration(self) -> bool:
+        """Save the snapshots that are due; whether the time budget is used up."""
+        if not self.clock.active:
+            return False
+        seconds = self._seconds()
+        for minutes in self.clock.due(seconds):
+            self._save_snapshot(minutes, seconds)
+        return self.clock.over(seconds)
+
+    def _seconds(self) -> float:
+        """Training seconds by rank 0's clock, so that every process stops at one iteration."""
+        seconds = self.clock.seconds() if self.dist.is_main else 0.0
+        if not self.dist.enabled:
+            return seconds
+        shared = torch.tensor([seconds], dtype=torch.float64, device=self.device)
+        return float(distributed.all_reduce_sum(shared)[0])
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches of a whole epoch (a resumed partial epoch has fewer left)."""
+        batch_size = self.config.train.batch_size
+        return math.ceil(len(self.train_sampler.sampler) / batch_size)
 
     def _single_group(self, groups: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         if len(groups) != 1:
@@ -587,14 +786,15 @@ class Trainer:
     # --- the run -------------------------------------------------------------------------
 
     def fit(self, resume: str | Path | None = None) -> FitResult:
-        """Train for ``train.epochs`` epochs (continuing a checkpoint's run with ``resume``),
-        validating and checkpointing after each; returns what happened."""
+        """Train for ``train.epochs`` epochs or until ``train.time_limit_minutes`` (continuing a
+        checkpoint's run with ``resume``), validating and checkpointing as configured; returns
+        what happened."""
         if resume is not None:
             self._resume(resume)
         train = self.config.train
         self.run_dir = self._create_run_dir()
-        main = self.dist.is_main
-        if main:
+        self.epochs_done = self.start_epoch
+        if self.dist.is_main:
             write_text_atomic(self.run_dir / "config.toml", self.config.to_toml())
             _emit(
                 self.progress,
@@ -603,49 +803,82 @@ class Trainer:
                     "run_dir": self.run_dir,
                     "epochs": train.epochs,
                     "start_epoch": self.start_epoch,
-                    "batches": len(self.train_loader),
+                    "batches": self.batches_per_epoch,
                     "device": str(self.device),
                     "world_size": self.dist.world_size,
                 },
             )
+        self.clock.start(self.clock_offset)
         metrics: dict[str, Any] = {}
         for epoch in range(self.start_epoch, train.epochs):
-            metrics = self._run_epoch(epoch)
-        if main:
+            metrics = self._run_epoch(epoch) or metrics
+            if self.stopped_by != "epochs":
+                break
+        return self._finish(metrics)
+
+    def _finish(self, metrics: dict[str, Any]) -> FitResult:
+        if self.dist.is_main:
             self._write_report()
         distributed.barrier()
         result = FitResult(
             run_dir=self.run_dir,
-            epochs=train.epochs,
-            metric=train.metric,
+            epochs=self.epochs_done,
+            metric=self.config.train.metric,
             best_value=float(self.best["value"]),
             best_epoch=int(self.best["epoch"]),
             metrics=metrics,
             history=list(self.history),
             best_path=self.run_dir / "best.pt",
             last_path=self.run_dir / "last.pt",
+            stopped_by=self.stopped_by,
+            minutes=self.clock.seconds() / 60.0,
+            iterations=int(self.scheduler.last_epoch),
+            snapshots=dict(self.snapshots),
         )
-        if main:
+        if self.dist.is_main:
             _emit(self.progress, "run_end", result)
         return result
 
-    def _run_epoch(self, epoch: int) -> dict[str, Any]:
+    def _run_epoch(self, epoch: int) -> dict[str, Any] | None:
+        """Train one epoch, validate it when due; returns its metrics (None: not validated)."""
         train, main = self.config.train, self.dist.is_main
         if main:
-            _emit(self.progress, "epoch_start", epoch + 1, train.epochs, len(self.train_loader))
+            _emit(self.progress, "epoch_start", epoch + 1, train.epochs, self.batches_per_epoch)
         start = time.perf_counter()
         lr = float(self.optimizer.param_groups[0]["lr"])
         train_loss, speed = self._train_epoch(epoch)
-        metrics = self.evaluate()
+        position = self.position  # None when the epoch ran to its end
+        self.epochs_done = epoch + (position is None)
+        out_of_time = position is not None or self.clock.over(self._seconds())
+        due = (epoch + 1) % train.val_every == 0 or epoch + 1 == train.epochs
+        metrics = self.evaluate() if due or out_of_time else None
+        shown = metrics or unvalidated_metrics(self.class_names)
         row = epoch_row(
             epoch + 1,
             lr=lr,
             train_loss=train_loss,
-            metrics=metrics,
+            metrics=shown,
             seconds=time.perf_counter() - start,
             images_per_second=speed,
         )
+        if position is not None:  # stopped mid-epoch: how far, e.g. 3.4
+            row["epoch"] = round(epoch + position.batch / self.batches_per_epoch, 4)
+        row["iteration"] = int(self.scheduler.last_epoch)
+        row["minutes"] = self._seconds() / 60.0
         self.history.append(row)
+        if metrics is not None:
+            self._record(epoch, train_loss, metrics)
+        if main:
+            write_csv_atomic(self.run_dir / "metrics.csv", self.history)
+            _emit(self.progress, "epoch_end", epoch + 1, train.epochs, row)
+        more = epoch + 1 < train.epochs
+        if position is not None or (more and self.clock.over(self._seconds())):
+            self.stopped_by = "time_limit"
+        return metrics
+
+    def _record(self, epoch: int, train_loss: float, metrics: dict[str, Any]) -> None:
+        """Log a validation, update the best score, write last.pt (and best.pt)."""
+        train = self.config.train
         value = float(metrics[train.metric])
         improved = self.best["epoch"] == 0 or value > self.best["value"]
         if improved:
@@ -658,11 +891,8 @@ class Trainer:
             train.metric,
             value,
         )
-        if main:
-            write_csv_atomic(self.run_dir / "metrics.csv", self.history)
-            self._save(epoch + 1, {"train_loss": train_loss, **metrics}, improved)
-            _emit(self.progress, "epoch_end", epoch + 1, train.epochs, row)
-        return metrics
+        if self.dist.is_main:
+            self._save(self.epochs_done, {"train_loss": train_loss, **metrics}, improved)
 
     def _create_run_dir(self) -> Path:
         run_dir = None
@@ -684,6 +914,8 @@ class Trainer:
             "history": [dict(row) for row in self.history],
             "class_weights": None if self.class_weights is None else self.class_weights.cpu(),
             "world_size": self.dist.world_size,
+            "seconds": self.clock.seconds(),
+            "position": None if self.position is None else self.position.to_state(),
         }
 
     def _generators(self) -> dict[str, torch.Generator]:
@@ -703,6 +935,30 @@ class Trainer:
         save_checkpoint(self.run_dir / "last.pt", **common)
         if improved:
             save_checkpoint(self.run_dir / "best.pt", **common)
+
+    def _save_snapshot(self, minutes: float, seconds: float) -> None:
+        """``snapshot_<minutes>min.pt``: the run as it is now, resumable, not validated."""
+        path = self.run_dir / snapshot_name(minutes)
+        self.snapshots[minutes] = path
+        if not self.dist.is_main:
+            return
+        position = self.position
+        save_checkpoint(
+            path,
+            model=self.model,
+            class_names=self.class_names,
+            ignore_index=self.ignore_index,
+            normalisation=self.normalisation,
+            config=self.config.to_dict(),
+            epoch=position.epoch + (position.batch >= self.batches_per_epoch),
+            metrics={
+                "train_loss": position.loss_sum / max(position.images, 1),
+                "minutes": seconds / 60.0,
+                "iteration": int(self.scheduler.last_epoch),
+            },
+            training=self.training_state(),
+        )
+        logger.info("snapshot at %.2f minutes: %s", seconds / 60.0, path)
 
     def _resume(self, path: str | Path) -> None:
         from pixelwise.engine.checkpoint import plain, rebuild_args
@@ -728,18 +984,33 @@ class Trainer:
                     "resume with the checkpoint's own config (leave out the config file)",
                 )
             )
-        if checkpoint.epoch >= self.config.train.epochs:
+        self._check_room_to_continue(checkpoint, path)
+        self._warn_config_changes(checkpoint.config)
+        self._load_training_state(checkpoint)
+        logger.info("resumed from %s after epoch %d", path, checkpoint.epoch)
+
+    def _check_room_to_continue(self, checkpoint: Any, path: str | Path) -> None:
+        """Refuse a resume that would stop at once: no epochs or no time left."""
+        train = self.config.train
+        if checkpoint.epoch >= train.epochs:
             raise ValueError(
                 message(
                     "train.epochs",
                     f"exceed the {checkpoint.epoch} epochs of checkpoint {path} to continue",
-                    self.config.train.epochs,
+                    train.epochs,
                     f"e.g. --set train.epochs={checkpoint.epoch + 10}",
                 )
             )
-        self._warn_config_changes(checkpoint.config)
-        self._load_training_state(checkpoint)
-        logger.info("resumed from %s after epoch %d", path, checkpoint.epoch)
+        minutes = float(checkpoint.training.get("seconds", 0.0)) / 60.0
+        if train.time_limit_minutes > 0 and minutes >= train.time_limit_minutes:
+            raise ValueError(
+                message(
+                    "train.time_limit_minutes",
+                    f"exceed the {minutes:.2f} minutes checkpoint {path} has trained",
+                    train.time_limit_minutes,
+                    f"e.g. --set train.time_limit_minutes={math.ceil(minutes) + 15}, or 0 for none",
+                )
+            )
 
     def _load_training_state(self, checkpoint: Any) -> None:
         state = checkpoint.training
@@ -755,6 +1026,8 @@ class Trainer:
         self.history = [dict(row) for row in state.get("history", [])]
         self.best = dict(state["best"])
         self.start_epoch = checkpoint.epoch
+        self.clock_offset = float(state.get("seconds", 0.0))
+        self.resume_position = EpochPosition.from_state(state.get("position"))
         restore_rng_state(state["rng"], self._generators())
         if self.dist.enabled and state.get("world_size") == 1:
             logger.warning("resuming a single-process run in %d processes", self.dist.world_size)

@@ -11,6 +11,12 @@ Odd sizes: pooling rounds up (``ceil_mode``, as the authors' Caffe pooling does)
 side keeps its last row or column: 45 -> 23, not 22, and CamVid's 360×480 goes 180×240,
 90×120, 45×60, 23×30, 12×15. Unpooling is given the size from before each pooling, so any
 H, W comes back exactly and no padding is needed (``size_divisor`` 1).
+
+SegNet-Basic's ``decoder`` option swaps the upsampling for the paper's decoder comparison
+(Table 1): ``"unpool"`` (SegNet), ``"deconv"`` (a learned 2× transposed convolution,
+bilinear-initialised, as FCN upsamples) or ``"bilinear"`` (fixed 2× bilinear interpolation).
+The two without indices upsample to 2·⌈h/2⌉ and drop the extra last row or column an odd side
+gets, which is where rounding-up pooling put the window that saw only that side's last row.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pixelwise._checks import check_images, check_positive_int, message
+from pixelwise._checks import check_choice, check_images, check_positive_int, message
 from pixelwise.models.backbones import (
     VGGEncoder,
     check_torchvision_layout,
@@ -33,6 +39,7 @@ from pixelwise.models.backbones import (
 )
 from pixelwise.models.registry import register_model
 from pixelwise.nn.blocks import ConvBNReLU
+from pixelwise.nn.upsample import DeconvUpsample, Interpolate
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +54,39 @@ DECODER_CHANNELS: dict[int, tuple[int, ...]] = {
     2: (128, 64),
     1: (64,),
 }
+# How SegNet-Basic's decoder upsamples: with the encoder's indices, or without them.
+DECODERS = ("unpool", "deconv", "bilinear")
+
+
+class DeconvToSize(DeconvUpsample):
+    """A learned 2× transposed convolution (bilinear-initialised, FCN's upsampling) whose
+    output is cropped to the size before pooling.
+
+    Shape:
+        (N, D, h, w) -> (N, D, H, W) with H ∈ {2h − 1, 2h}, W ∈ {2w − 1, 2w}.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, 2, bilinear=True)
+
+    def forward(self, x: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
+        up = super().forward(x)  # (N, D, 2h, 2w)
+        return up[..., : output_size[0], : output_size[1]]  # (N, D, H, W)
+
+
+class BilinearToSize(Interpolate):
+    """Fixed 2× bilinear interpolation (no parameters), cropped to the size before pooling.
+
+    Shape:
+        (N, D, h, w) -> (N, D, H, W) with H ∈ {2h − 1, 2h}, W ∈ {2w − 1, 2w}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(scale_factor=2, mode="bilinear")
+
+    def forward(self, x: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
+        up = super().forward(x)  # (N, D, 2h, 2w)
+        return up[..., : output_size[0], : output_size[1]]  # (N, D, H, W)
 
 
 class SegNet(nn.Module):
@@ -128,20 +168,31 @@ class SegNetBasic(nn.Module):
 
     Paper: https://arxiv.org/abs/1511.00561 (Sec. 4). Differs from the authors' Caffe model
     in leaving out the local response normalisation of the input; normalise the images
-    instead.
+    instead. The ``"deconv"`` decoder stands in for the paper's FCN-Basic without its
+    encoder-feature additions: only the upsampling differs between the three decoders.
 
     Args:
         num_classes: K.
         in_channels: C.
         width: features in every layer (the paper's 64).
         kernel_size: odd kernel size of every convolution (the paper's 7).
+        decoder: ``"unpool"`` (max-unpooling with the encoder's indices, SegNet),
+            ``"deconv"`` (learned 2× transposed convolutions, D × D × 4 × 4 weights each,
+            bilinear-initialised) or ``"bilinear"`` (fixed 2× bilinear interpolation). The
+            convolutions are the same in all three; ``"deconv"`` adds 4 · D² · 16 parameters.
 
     Shape:
         (N, C, H, W) -> (N, K, H, W). Stage b is at ⌈H/2^b⌉ × ⌈W/2^b⌉ (see module docs).
     """
 
     def __init__(
-        self, *, num_classes: int, in_channels: int = 3, width: int = 64, kernel_size: int = 7
+        self,
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        width: int = 64,
+        kernel_size: int = 7,
+        decoder: str = "unpool",
     ) -> None:
         super().__init__()
         width = check_positive_int("width", width)
@@ -149,6 +200,7 @@ class SegNetBasic(nn.Module):
             raise ValueError(
                 message("kernel_size", "be odd (so convolutions keep the size)", kernel_size)
             )
+        self.decoder = check_choice("decoder", decoder, DECODERS)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.size_divisor = 1
@@ -156,14 +208,16 @@ class SegNetBasic(nn.Module):
             features_in = in_channels if b == 1 else width
             self.add_module(f"encode{b}", ConvBNReLU(features_in, width, kernel_size))
             self.add_module(f"pool{b}", _pool_with_indices())
+        # Unpooling keeps its name (and the stage names) of the original SegNet-Basic.
+        self.up_name = "unpool" if self.decoder == "unpool" else "upsample"
         for b in (4, 3, 2, 1):
-            self.add_module(f"unpool{b}", nn.MaxUnpool2d(2, stride=2))
+            self.add_module(f"{self.up_name}{b}", _upsampling(self.decoder, width))
             self.add_module(f"decode{b}", _conv_bn(width, width, kernel_size))
         self.classifier = nn.Conv2d(width, num_classes, 1)
-        init_like_torchvision_(self)
+        init_like_torchvision_(self)  # convolutions only: the transposed ones keep bilinear
         self.stage_names: tuple[str, ...] = (
             *(f"pool{b}" for b in (1, 2, 3, 4)),
-            *(f"{step}{b}" for b in (4, 3, 2, 1) for step in ("unpool", "decode")),
+            *(f"{step}{b}" for b in (4, 3, 2, 1) for step in (self.up_name, "decode")),
             "classifier",
         )
 
@@ -177,11 +231,29 @@ class SegNetBasic(nn.Module):
         x3, i3 = self.pool3(e3)  # (N, 64, H/8, W/8)
         e4 = self.encode4(x3)
         x4, i4 = self.pool4(e4)  # (N, 64, H/16, W/16)
-        d4 = self.decode4(self.unpool4(x4, i4, output_size=e4.shape[-2:]))  # (N, 64, H/8, W/8)
-        d3 = self.decode3(self.unpool3(d4, i3, output_size=e3.shape[-2:]))  # (N, 64, H/4, W/4)
-        d2 = self.decode2(self.unpool2(d3, i2, output_size=e2.shape[-2:]))  # (N, 64, H/2, W/2)
-        d1 = self.decode1(self.unpool1(d2, i1, output_size=e1.shape[-2:]))  # (N, 64, H, W)
+        d4 = self.decode4(self._upsample(4, x4, i4, e4))  # (N, 64, H/8, W/8)
+        d3 = self.decode3(self._upsample(3, d4, i3, e3))  # (N, 64, H/4, W/4)
+        d2 = self.decode2(self._upsample(2, d3, i2, e2))  # (N, 64, H/2, W/2)
+        d1 = self.decode1(self._upsample(1, d2, i1, e1))  # (N, 64, H, W)
         return self.classifier(d1)  # (N, K, H, W)
+
+    def _upsample(
+        self, b: int, x: torch.Tensor, indices: torch.Tensor, before: torch.Tensor
+    ) -> torch.Tensor:
+        """Stage ``b``'s upsampling back to the size of ``before`` (what pooling b received)."""
+        up = getattr(self, f"{self.up_name}{b}")
+        size = tuple(before.shape[-2:])
+        if self.decoder == "unpool":
+            return up(x, indices, output_size=size)  # (N, 64, H_b, W_b)
+        return up(x, size)  # (N, 64, H_b, W_b)
+
+
+def _upsampling(decoder: str, width: int) -> nn.Module:
+    if decoder == "deconv":
+        return DeconvToSize(width)
+    if decoder == "bilinear":
+        return BilinearToSize()
+    return nn.MaxUnpool2d(2, stride=2)
 
 
 def _pool_with_indices() -> nn.MaxPool2d:
@@ -224,13 +296,22 @@ def build_segnet(
 @register_model(
     "segnet_basic",
     summary="SegNet-Basic: 4 encoders/decoders, 7×7 convolutions, 64 features, no decoder "
-    "ReLU (Badrinarayanan et al. 2017)",
+    "ReLU; decoder unpool, deconv or bilinear (Badrinarayanan et al. 2017)",
     paper=PAPER,
 )
 def build_segnet_basic(
-    *, num_classes: int, in_channels: int = 3, width: int = 64, kernel_size: int = 7
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    width: int = 64,
+    kernel_size: int = 7,
+    decoder: str = "unpool",
 ) -> SegNetBasic:
-    """SegNet-Basic (see :class:`SegNetBasic`)."""
+    """SegNet-Basic (see :class:`SegNetBasic`); ``decoder`` picks the upsampling."""
     return SegNetBasic(
-        num_classes=num_classes, in_channels=in_channels, width=width, kernel_size=kernel_size
+        num_classes=num_classes,
+        in_channels=in_channels,
+        width=width,
+        kernel_size=kernel_size,
+        decoder=decoder,
     )

@@ -1,0 +1,227 @@
+"""What the real-data benchmarks share: arguments, training through the public CLI, the
+time-budget overrides, JSON and plots.
+
+Each benchmark trains with ``pixelwise train CONFIG --set ... --out-dir DIR`` (called
+through :func:`pixelwise.cli.main`, exactly as on the command line), then evaluates the
+checkpoints it wrote with :mod:`pixelwise.metrics`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pixelwise import load_checkpoint
+from pixelwise._files import write_bytes_atomic, write_json_atomic
+from pixelwise.cli import main as pixelwise_main
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+# Fractions of the budget at which a snapshot is saved: 15, 30 and 60 of 60 minutes.
+SNAPSHOT_FRACTIONS = (0.25, 0.5, 1.0)
+# A --smoke run's default budget: the first iteration crosses it, so every snapshot and the
+# stop are taken after an iteration or two.
+SMOKE_MINUTES = 1e-4
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished ``pixelwise train``: its folder, wall time and last metrics.csv row."""
+
+    label: str
+    run_dir: Path
+    wall_seconds: float
+    last_row: Mapping[str, str]
+
+    @property
+    def minutes(self) -> float:
+        """Training minutes by the run's own clock."""
+        return float(self.last_row["minutes"])
+
+    @property
+    def iterations(self) -> int:
+        return int(self.last_row["iteration"])
+
+    def snapshots(self, minutes: Sequence[float]) -> dict[float, Path | None]:
+        """``snapshot_<m>min.pt`` for each mark; None where the run ended before it."""
+        paths = {m: self.run_dir / f"snapshot_{m:g}min.pt" for m in minutes}
+        return {m: (p if p.is_file() else None) for m, p in paths.items()}
+
+    def checkpoints(self, budget: float) -> dict[str, tuple[Path, int]]:
+        """``{"15 min": (snapshot path, iteration), ...}`` for the snapshots of a budget, and
+        ``"end"`` (last.pt) when no snapshot holds the run's last iteration."""
+        found = {}
+        for minutes, path in self.snapshots(snapshot_minutes(budget)).items():
+            if path is not None:
+                found[f"{minutes:g} min"] = (path, load_checkpoint(path).metrics["iteration"])
+        if self.iterations not in {iteration for _, iteration in found.values()}:
+            found["end"] = (self.run_dir / "last.pt", self.iterations)
+        return found
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "run_dir": str(self.run_dir),
+            "wall_seconds": round(self.wall_seconds, 1),
+            "train_minutes": round(self.minutes, 3),
+            "iterations": self.iterations,
+            "epochs": float(self.last_row["epoch"]),
+        }
+
+
+def parse_args(
+    name: str, data_set: str, description: str, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """``--minutes``, ``--out``, ``--data`` and ``--smoke``, with the benchmark's defaults."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        help="training budget per model in minutes (default 60; with --smoke a few iterations)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / name,
+        help=f"results folder (default benchmarks/results/{name}/)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=SHARED_DATA / data_set,
+        help=f"the data set (default ../shared/data/{data_set})",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny models and budget: checks the script only"
+    )
+    args = parser.parse_args(argv)
+    if args.minutes is None:
+        args.minutes = SMOKE_MINUTES if args.smoke else 60.0
+    if not args.minutes > 0:
+        parser.error(f"--minutes must be > 0, got {args.minutes}")
+    args.data, args.out = args.data.resolve(), args.out.resolve()
+    if not args.data.is_dir():
+        parser.error(
+            f"--data {args.data} must be an existing folder (see ../shared/data/README.md)"
+        )
+    return args
+
+
+def snapshot_minutes(minutes: float) -> tuple[float, ...]:
+    """The snapshot marks of a budget: a quarter, a half and all of it (15, 30, 60 of 60)."""
+    return tuple(float(f"{f * minutes:.6g}") for f in SNAPSHOT_FRACTIONS)
+
+
+def budget_overrides(minutes: float) -> list[str]:
+    """``--set`` values that stop training after ``minutes`` with snapshots on the way."""
+    marks = ", ".join(f"{m:g}" for m in snapshot_minutes(minutes))
+    return [f"train.time_limit_minutes={minutes:g}", f"train.snapshot_minutes=[{marks}]"]
+
+
+def train(label: str, config: Path, overrides: Sequence[str], out: Path, data: Path) -> Run:
+    """``pixelwise train CONFIG --set data.root=DATA --set ... --out-dir OUT/runs/LABEL``.
+
+    Raises:
+        RuntimeError: the command failed (its one-line error is on stderr).
+    """
+    parent = out / "runs" / label
+    before = set(parent.iterdir()) if parent.is_dir() else set()
+    argv = ["train", str(config), "--set", f"data.root={data}"]
+    argv += [a for o in overrides for a in ("--set", o)]
+    argv += ["--out-dir", str(parent)]
+    start = time.perf_counter()
+    status = pixelwise_main(argv)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"pixelwise {' '.join(argv)} exited with status {status}")
+    (run_dir,) = set(parent.iterdir()) - before
+    with (run_dir / "metrics.csv").open(newline="") as stream:
+        last_row = list(csv.DictReader(stream))[-1]
+    return Run(label, run_dir, wall, last_row)
+
+
+def without_nan(value: object) -> object:
+    """JSON has no NaN: undefined numbers become null; tuples become lists."""
+    if isinstance(value, Mapping):
+        return {str(k): without_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nan(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, report: Mapping[str, object]) -> Path:
+    """``report`` with the machine it ran on, as JSON, atomically."""
+    machine = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    return write_json_atomic(path, without_nan({**report, "machine": machine}))
+
+
+def save_figure(figure: object, path: Path) -> Path:
+    """A matplotlib Figure as a PNG, atomically (Agg canvas, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=100)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def bar_chart(
+    path: Path,
+    groups: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    title: str,
+    ylabel: str,
+    styles: Mapping[str, Mapping[str, object]] | None = None,
+) -> Path:
+    """Grouped bars: one group per entry of ``groups``, one bar per series (None: no bar);
+    ``styles`` gives matplotlib bar options by series label (e.g. colour, hatch)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 4.5))
+    axes = figure.add_subplot()
+    width = 0.8 / max(len(series), 1)
+    for i, (label, values) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        heights = [math.nan if v is None else v for v in values]
+        axes.bar(xs, heights, width=width, label=label, **(styles or {}).get(label, {}))
+    axes.set_xticks(range(len(groups)), groups)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, axis="y", alpha=0.3)
+    axes.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A plain text table: numbers with 4 decimals, None as '-'."""
+
+    def cell(value: object) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))

@@ -1,0 +1,198 @@
+"""Benchmark: U-Net on ISBI 2012 (Ronneberger et al. 2015, Table 1) within a CPU time budget.
+
+Trains ``unet`` with ``configs/isbi2012_bench.toml`` on slices 00–19 for ``--minutes`` of wall
+time (``pixelwise train``, snapshots at a quarter, half and all of the budget), predicts
+slices 20–24 from each snapshot with overlap-tile prediction averaged over the eight flips and
+rotations (:func:`pixelwise.inference.tiling.predict`), and scores the membrane maps as the
+challenge did: pixel error, foreground-restricted Rand error and V_info at threshold 0.5, and
+the maximal V_rand / V_info over the thresholds 0.0 … 1.0 (one threshold for the 5 slices).
+
+    .venv/bin/python benchmarks/isbi2012.py [--minutes 60] [--out DIR] [--data DIR] [--smoke]
+
+Writes ``OUT/isbi2012.json``, ``OUT/scores.png`` (errors against training time, the paper's
+beside them), ``OUT/slice20.png`` (image | membrane probability | predicted segments |
+true segments), ``OUT/membranes/NN.png`` (the final membrane probabilities, 0–255) and the
+run folder under ``OUT/runs/``. Paper (challenge test set, 10 h on a GPU): Rand error 0.0382,
+pixel error 0.0611.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import _runs
+from pixelwise import load_checkpoint, load_model
+from pixelwise._files import save_png_atomic
+from pixelwise.inference import evaluation_dataset
+from pixelwise.inference.tiling import predict as tiled_predict
+from pixelwise.metrics import isbi_scores, maximal_isbi_scores, membrane_to_segments
+from pixelwise.report.overlay import class_colors, to_rgb
+
+NAME = "isbi2012"
+CONFIG = _runs.ROOT / "configs" / "isbi2012_bench.toml"
+PAPER = {"rand_error": 0.0382, "pixel_error": 0.0611, "setting": "challenge test set, 10 h GPU"}
+GOAL = {"pixel_error": 0.0611, "rand_error": 0.05}
+TILE, OVERLAP = 256, 0.25  # prediction tiles: the training crop, a quarter shared
+SMOKE = [
+    "model.options={depth=2, base_width=4, padding='same', batch_norm=true}",
+    "data.crop_size=64",
+    "train.val_every=1",
+    "train.overlays=1",
+]
+SMOKE_SLICES = 1  # --smoke scores slice 20 only: tiled prediction with TTA dominates its time
+MEMBRANE = 0  # class index of membrane in the config's value map
+
+
+def membrane_probabilities(path: Path, dataset: object) -> list[np.ndarray]:
+    """The checkpoint's membrane probability for each validation slice (tiled, with TTA).
+
+    Shape:
+        each (H, W) float64 in [0, 1].
+    """
+    model, checkpoint = load_model(path)
+    torch.manual_seed(0)
+    maps = []
+    for index in range(len(dataset)):
+        image = dataset[index]["image"]  # (1, H, W) in [0, 1]
+        logits = tiled_predict(
+            model,
+            image,
+            tile=TILE,
+            overlap=OVERLAP,
+            tta=True,
+            normalisation=checkpoint.normalisation,
+        )  # (2, H, W)
+        maps.append(logits.softmax(dim=0)[MEMBRANE].double().numpy())
+    return maps
+
+
+def true_segments(dataset: object) -> list[np.ndarray]:
+    """Cell interiors of each validation slice as 4-connected segments, membrane 0."""
+    return [
+        membrane_to_segments(dataset[i]["mask"].numpy() == MEMBRANE) for i in range(len(dataset))
+    ]
+
+
+def score(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str, object]:
+    """Scores at 0.5 (means over the slices) and the maximal V_rand / V_info of the stack."""
+    searches = [maximal_isbi_scores(m, t) for m, t in zip(maps, truths, strict=True)]
+    thresholds = searches[0].thresholds
+    v_rand = np.mean([[s.v_rand for s in search.scores] for search in searches], axis=0)
+    v_info = np.mean([[s.v_info for s in search.scores] for search in searches], axis=0)
+    pixel = np.mean([[s.pixel_error for s in search.scores] for search in searches], axis=0)
+    half = [isbi_scores(t, membrane_to_segments(m, 0.5)) for m, t in zip(maps, truths, strict=True)]
+    best_rand, best_info = int(np.argmax(v_rand)), int(np.argmax(v_info))
+    return {
+        "pixel_error": float(np.mean([s.pixel_error for s in half])),
+        "rand_error": float(np.mean([s.rand_error for s in half])),
+        "v_info": float(np.mean([s.v_info for s in half])),
+        "min_rand_error": float(1.0 - v_rand[best_rand]),
+        "min_rand_error_threshold": thresholds[best_rand],
+        "pixel_error_at_that_threshold": float(pixel[best_rand]),
+        "max_v_info": float(v_info[best_info]),
+        "max_v_info_threshold": thresholds[best_info],
+        "per_slice": [
+            {"pixel_error": s.pixel_error, "rand_error": s.rand_error, "v_info": s.v_info}
+            for s in half
+        ],
+    }
+
+
+def segments_rgb(segments: np.ndarray) -> np.ndarray:
+    """Segments in cycling colours, membrane black. Shape: (H, W) -> (H, W, 3) uint8."""
+    colors = np.concatenate([[[0, 0, 0]], class_colors(12)])  # (13, 3)
+    return colors[np.where(segments > 0, (segments - 1) % 12 + 1, 0)].astype(np.uint8)
+
+
+def save_example(path: Path, image: torch.Tensor, prob: np.ndarray, truth: np.ndarray) -> None:
+    """image | membrane probability | predicted segments (at 0.5) | true segments."""
+    grey = np.rint(np.repeat(prob[..., None], 3, axis=-1) * 255).astype(np.uint8)
+    panels = [to_rgb(image), grey, segments_rgb(membrane_to_segments(prob)), segments_rgb(truth)]
+    gap = np.full((prob.shape[0], 4, 3), 255, dtype=np.uint8)
+    save_png_atomic(path, np.concatenate([p for q in panels for p in (q, gap)][:-1], axis=1))
+
+
+def plot_scores(path: Path, results: Mapping[str, Mapping]) -> None:
+    labels = list(results)
+    _runs.bar_chart(
+        path,
+        [*labels, "paper"],
+        {
+            "pixel error": [*(r["pixel_error"] for r in results.values()), PAPER["pixel_error"]],
+            "Rand error (0.5)": [*(r["rand_error"] for r in results.values()), None],
+            "min Rand error": [
+                *(r["min_rand_error"] for r in results.values()),
+                PAPER["rand_error"],
+            ],
+        },
+        title="ISBI 2012 slices 20–24 by training time (paper: challenge test set)",
+        ylabel="error (lower is better)",
+    )
+
+
+def evaluate(run: _runs.Run, minutes: float, out: Path, slices: int | None) -> dict[str, dict]:
+    """Score every checkpoint (on the first ``slices`` validation slices; None: all five);
+    write the final membrane maps and the example figure."""
+    checkpoints = run.checkpoints(minutes)
+    dataset = evaluation_dataset(load_checkpoint(run.run_dir / "last.pt").config["data"], "val")
+    if slices is not None:
+        dataset = dataset.subset(range(slices))
+    truths = true_segments(dataset)
+    results, scored = {}, {}
+    for label, (path, iteration) in checkpoints.items():
+        if iteration not in scored:  # snapshots of one iteration hold the same weights
+            maps = membrane_probabilities(path, dataset)
+            scored[iteration] = score(maps, truths)
+        results[label] = {"checkpoint": str(path), "iteration": iteration, **scored[iteration]}
+    for index, prob in enumerate(maps):
+        name = dataset.sample_id(index)
+        save_png_atomic(out / "membranes" / f"{name}.png", np.rint(prob * 255).astype(np.uint8))
+    save_example(out / "slice20.png", dataset[0]["image"], maps[0], truths[0])
+    plot_scores(out / "scores.png", results)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _runs.parse_args(NAME, "isbi2012", __doc__.splitlines()[0], argv)
+    overrides = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else [])
+    run = _runs.train("unet", CONFIG, overrides, args.out, args.data)
+    start = time.perf_counter()
+    results = evaluate(run, args.minutes, args.out, SMOKE_SLICES if args.smoke else None)
+    report = {
+        "benchmark": NAME,
+        "command": " ".join(
+            ["benchmarks/isbi2012.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "smoke": args.smoke,
+        "budget_minutes": args.minutes,
+        "config": str(CONFIG.relative_to(_runs.ROOT)),
+        "overrides": overrides,
+        "paper": PAPER,
+        "goal": GOAL,
+        "train": run.summary(),
+        "evaluate_seconds": round(time.perf_counter() - start, 1),
+        "prediction": {"tile": TILE, "overlap": OVERLAP, "tta": "8 flips/rotations"},
+        "results": results,
+    }
+    path = _runs.write_json(args.out / f"{NAME}.json", report)
+    print(f"U-Net on ISBI 2012 slices 20-24, {args.minutes:g} min budget (smoke: {args.smoke})")
+    _runs.print_table(
+        ["checkpoint", "iteration", "pixel error", "Rand error", "min Rand error", "V_info"],
+        [
+            [k, r["iteration"], r["pixel_error"], r["rand_error"], r["min_rand_error"], r["v_info"]]
+            for k, r in results.items()
+        ]
+        + [["paper", None, PAPER["pixel_error"], None, PAPER["rand_error"], None]],
+    )
+    print(f"trained {run.minutes:.2f} min ({run.iterations} iterations); wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

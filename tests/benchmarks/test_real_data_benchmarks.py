@@ -1,0 +1,113 @@
+"""The real-data benchmark scripts end to end on a tiny budget (``--smoke``), so they cannot rot.
+
+Each script runs as a user runs it (``python benchmarks/NAME.py --smoke --out DIR``) with
+tiny models that stop after an iteration or two; the test checks the JSON, the figures and
+the run folders it writes. The data is read in place from ../shared/data (skipped when
+absent). CamVid runs on a small view of its folders (symbolic links to 8 training and 4
+validation images), since its full validation set alone takes minutes to score.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pixelwise.data import split_by_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL_DATA = ROOT.parent / "shared" / "data"
+
+pytestmark = pytest.mark.slow
+
+
+def data_set(name: str) -> Path:
+    path = REAL_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path}; these benchmarks read ../shared/data in place")
+    return path
+
+
+def run_script(name: str, out: Path, *extra: str) -> dict:
+    """Run ``benchmarks/NAME.py --smoke --out OUT``; return the JSON it wrote."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two test workers share two cores
+    command = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--smoke", "--out"]
+    done = subprocess.run(
+        [*command, str(out), *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"wrote {out / f'{name}.json'}" in done.stdout
+    return json.loads((out / f"{name}.json").read_text())
+
+
+def test_isbi2012_smoke(tmp_path):
+    data_set("isbi2012")
+    report = run_script("isbi2012", tmp_path)
+    assert report["smoke"] is True and report["train"]["iterations"] >= 1
+    assert report["paper"] == {
+        "rand_error": 0.0382,
+        "pixel_error": 0.0611,
+        "setting": "challenge test set, 10 h GPU",
+    }
+    results = report["results"]
+    assert list(results)[:3] == ["2.5e-05 min", "5e-05 min", "0.0001 min"]
+    for scores in results.values():
+        for key in ("pixel_error", "rand_error", "min_rand_error", "v_info", "max_v_info"):
+            assert 0.0 <= scores[key] <= 1.0, key
+        assert scores["min_rand_error"] <= scores["rand_error"] + 1e-12
+    for name in ("scores.png", "slice20.png", "membranes/20.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    (run,) = (tmp_path / "runs" / "unet").iterdir()
+    assert (run / "last.pt").is_file() and (run / "snapshot_0.0001min.pt").is_file()
+
+
+def test_nuclei_weightmap_smoke(tmp_path):
+    _, val_ids = split_by_manifest(data_set("nuclei") / "manifest.csv")
+    report = run_script("nuclei_weightmap", tmp_path)
+    results = report["results"]
+    assert list(results) == ["cross_entropy", "weight_map"]
+    assert "loss.name=ce" in report["overrides"]["cross_entropy"]
+    assert "loss.name=ce" not in report["overrides"]["weight_map"]
+    for scores in results.values():
+        assert sorted(scores["per_image"]) == sorted(val_ids)  # the manifest's validation split
+        assert 0.0 <= scores["f1"] <= 1.0 and 0.0 <= scores["rand_error"] <= 1.0
+        assert scores["merges"] >= 0 and scores["tp"] + scores["fn"] == scores["objects"]
+    assert len(list((tmp_path / "overlays").iterdir())) == 3
+    for name in ("scores.png", "objects.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def camvid_view(source: Path, target: Path, train: int = 8, val: int = 4) -> Path:
+    """A CamVid folder of links to the first images of each split (nothing copied)."""
+    for split, count in (("train", train), ("val", val)):
+        for folder in (split, f"{split}annot"):
+            (target / folder).mkdir(parents=True)
+            for path in sorted((source / split).iterdir())[:count]:
+                (target / folder / path.name).symlink_to(source / folder / path.name)
+    return target
+
+
+def test_camvid_decoders_smoke(tmp_path):
+    data = camvid_view(data_set("camvid"), tmp_path / "camvid")
+    report = run_script("camvid_decoders", tmp_path / "out", "--data", str(data))
+    assert list(report["results"]) == ["segnet_basic", "fcn_basic", "bilinear"]
+    decoders = [o[-1] for o in report["overrides"].values()]
+    assert decoders == [f"model.options.decoder={d}" for d in ("unpool", "deconv", "bilinear")]
+    assert report["paper"]["segnet_basic"]["mean_iou"] == 47.7
+    for runs in report["results"].values():
+        for scores in runs.values():
+            for key in ("global_accuracy", "class_accuracy", "mean_iou"):
+                assert 0.0 <= scores[key] <= 100.0, key
+            assert len(scores["class_iou"]) == 11
+    out = tmp_path / "out"
+    assert (out / "scores.png").stat().st_size > 0
+    assert len(list((out / "overlays").iterdir())) == 2
