@@ -21,19 +21,8 @@ from pixelwise.inference.export import (
     export_module,
 )
 from pixelwise.models import create_model, list_models
+from small_models import SMALL
 
-# CPU-sized options for each model, as in tests/models/test_contract.py.
-SMALL: dict[str, dict] = {
-    "patch_classifier": {"patch_size": 13, "width": 4},
-    "fcn32s": {"width": 0.0625},
-    "fcn16s": {"width": 0.0625},
-    "fcn8s": {"width": 0.0625},
-    "segnet": {"width": 0.125},
-    "segnet_basic": {"width": 8},
-    "unet": {"base_width": 4, "depth": 3},
-    "deeplabv3": {"backbone": "resnet18", "aspp_channels": 16},
-    "deeplabv3_small": {"aspp_channels": 16},
-}
 # Each registered model, plus the valid-padding U-Net (smaller output, sizes checked).
 CASES = {name: (name, options) for name, options in SMALL.items()}
 CASES["unet_valid"] = ("unet", {"base_width": 4, "depth": 2, "padding": "valid"})

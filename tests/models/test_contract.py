@@ -2,7 +2,8 @@
 
 (N, C, H, W) float -> (N, K, H, W) logits at the input size for odd H, W; finite gradients;
 deterministic eval; input validation with one-line errors. A newly registered model must be
-added to SMALL below (a CPU-sized configuration), otherwise test_every_model_is_covered fails.
+added to SMALL in tests/small_models.py (a CPU-sized configuration), otherwise
+test_every_model_is_covered fails.
 """
 
 from __future__ import annotations
@@ -11,19 +12,8 @@ import pytest
 import torch
 
 from pixelwise.models import create_model, list_models
+from small_models import SMALL
 
-# CPU-sized options for each model; the architectures are the same, only narrower.
-SMALL: dict[str, dict] = {
-    "patch_classifier": {"patch_size": 13, "width": 4},
-    "fcn32s": {"width": 0.0625},
-    "fcn16s": {"width": 0.0625},
-    "fcn8s": {"width": 0.0625},
-    "segnet": {"width": 0.125},
-    "segnet_basic": {"width": 8},
-    "unet": {"base_width": 4, "depth": 3},
-    "deeplabv3": {"backbone": "resnet18", "aspp_channels": 16},
-    "deeplabv3_small": {"aspp_channels": 16},
-}
 K = 5
 
 
