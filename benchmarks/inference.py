@@ -5,19 +5,21 @@ warm-up calls are excluded and repeats are interleaved (A, B, C, A, B, C, ...) s
 from other processes hits every contender alike. The load average is recorded.
 
 1. Forward throughput at 1×1×512×512, batch 1 and 4: pixelwise ``unet`` (base width 64,
-   depth 4, same padding) optimised by :func:`pixelwise.inference.optimize.optimize_for_inference`,
-   the same model as plain NCHW PyTorch (eval, ``torch.inference_mode``), smp's
-   ``Unet("resnet34")`` and MONAI's ``BasicUNet``. Images/s, achieved GFLOP/s (FLOPs counted
-   once per model with ``torch.utils.flop_counter.FlopCounterMode``) and its fraction of the
-   machine's measured peak (a 2048² sgemm and a channels-last 3×3 convolution, timed in the
-   same rounds). ``--extras`` adds what was tried and not adopted: ``torch.compile``
-   (inductor, freezing) and ONNX Runtime on the folded model.
+   depth 4, same padding) optimised by :func:`pixelwise.inference.optimize.optimize_for_inference`
+   and run by ONNX Runtime (:func:`pixelwise.inference.runtime.onnxruntime_model`, exported
+   in the untimed warm-up), the same model as plain NCHW PyTorch (eval,
+   ``torch.inference_mode``), smp's ``Unet("resnet34")`` and MONAI's ``BasicUNet``.
+   Images/s, achieved GFLOP/s (FLOPs counted once per model with
+   ``torch.utils.flop_counter.FlopCounterMode``) and its fraction of the machine's measured
+   peak (a 2048² sgemm and a channels-last 3×3 convolution, timed in the same rounds).
+   ``--extras`` adds what was tried and not adopted: ``torch.compile`` (inductor, freezing).
 2. Tiled prediction of a 2048² image (tile 512, overlap 0.25, Gaussian blending, 4 tiles per
-   batch): :func:`pixelwise.inference.tiling.predict` with the optimised model against
-   ``monai.inferers.sliding_window_inference`` with the model as MONAI users run it. Each
-   measurement is a fresh process (``--child``), so its peak RSS (``VmHWM``) is its own;
-   a baseline process that only imports torch and pixelwise and builds the model is measured
-   beside them.
+   batch): :func:`pixelwise.inference.tiling.predict` with the optimised model and with the
+   ONNX Runtime model, against ``monai.inferers.sliding_window_inference`` with the model as
+   MONAI users run it. Each measurement is a fresh process (``--child``), so its peak RSS
+   (``VmHWM``) is its own; a baseline process that only imports torch and pixelwise and
+   builds the model is measured beside them. Set-up (optimising, exporting, one warm-up
+   batch) is recorded apart from the timed prediction.
 3. The same at 8192² for memory (``--part3-repeats``, 1 by default: tens of minutes on two
    cores at full width).
 
@@ -33,7 +35,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from _peak import load_average, peak_kernels, seconds, summarise_peak
 from pixelwise._files import write_json_atomic
 from pixelwise.inference.optimize import optimize_for_inference
+from pixelwise.inference.runtime import onnxruntime_model
 from pixelwise.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,10 +55,11 @@ UNET = {"num_classes": 2, "in_channels": 1, "base_width": 64, "depth": 4, "paddi
 SIZE, BATCHES = 512, (1, 4)
 TILE, OVERLAP, TILE_BATCH = 512, 0.25, 4
 TILED_SIZES = {2: 2048, 3: 8192}
-TILED_MODES = ("tiled-pixelwise", "tiled-monai")
+TILED_MODES = ("tiled-pixelwise", "tiled-pixelwise-onnxruntime", "tiled-monai")
 EXTRA_TILED_MODE = "tiled-monai-optimised"  # MONAI's tiler with pixelwise's optimised model
 MIB = 2**20
 PLAIN, OPTIMISED = "pixelwise_plain", "pixelwise_optimised"
+ONNXRUNTIME = "pixelwise_onnxruntime"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -145,46 +148,20 @@ def compiled(model: nn.Module) -> nn.Module:
     return torch.compile(optimize_for_inference(model), dynamic=False)
 
 
-def onnxruntime_session(model: nn.Module, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Extra: the folded model exported to ONNX (traced at 512², free batch) and run by ONNX
-    Runtime's CPU provider."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    # Spinning threads would keep the cores busy into the next contender's timing.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    example = torch.rand(1, UNET["in_channels"], SIZE, SIZE)
-    axes = {"images": {0: "N"}, "logits": {0: "N"}}
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "unet.onnx"
-        torch.onnx.export(
-            optimize_for_inference(model, channels_last=False),
-            (example,),
-            str(path),
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_axes=axes,
-            dynamo=False,
-        )
-        session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
-    return lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
-
-
 def contenders(extras: bool, threads: int) -> tuple[dict[str, Callable], dict[str, float]]:
-    """``name -> forward call`` and ``name -> seconds to prepare it`` (optimise, export)."""
+    """``name -> forward call`` and ``name -> seconds to prepare it`` (optimise, wrap). The
+    ONNX Runtime model exports on its first call, in the (untimed, recorded) warm-up."""
     plain = build_unet()
     start = time.perf_counter()
-    calls: dict[str, Callable] = {OPTIMISED: optimize_for_inference(plain), PLAIN: plain}
+    calls: dict[str, Callable] = {OPTIMISED: optimize_for_inference(plain)}
     setup = {OPTIMISED: time.perf_counter() - start}
+    start = time.perf_counter()
+    calls[ONNXRUNTIME] = onnxruntime_model(plain, threads=threads)
+    setup[ONNXRUNTIME] = time.perf_counter() - start
+    calls[PLAIN] = plain
     calls |= peer_models()
     if extras:
         calls["pixelwise_compiled"] = compiled(plain)  # compiles in the warm-up call
-        start = time.perf_counter()
-        calls["pixelwise_onnxruntime"] = onnxruntime_session(plain, threads)
-        setup["pixelwise_onnxruntime"] = time.perf_counter() - start
     return calls, setup
 
 
@@ -340,12 +317,17 @@ def child(mode: str, size: int, threads: int) -> dict:
     model = build_unet()
     if mode == "baseline":
         return {"mode": mode, "peak_rss_mib": peak_rss_mib()}
-    predict = tiled_pixelwise() if mode == "tiled-pixelwise" else tiled_monai()
-    if mode != "tiled-monai":
+    predict = tiled_pixelwise() if mode.startswith("tiled-pixelwise") else tiled_monai()
+    setup_start = time.perf_counter()
+    if mode == "tiled-pixelwise-onnxruntime":
+        model = onnxruntime_model(model, threads=threads)
+    elif mode != "tiled-monai":
         model = optimize_for_inference(model)
     image = torch.rand(UNET["in_channels"], size, size, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
-        model(torch.zeros(TILE_BATCH, UNET["in_channels"], TILE, TILE))  # warm-up, not timed
+        # Warm-up, not timed (for ONNX Runtime: the export at the tile shape).
+        model(torch.zeros(TILE_BATCH, UNET["in_channels"], TILE, TILE))
+    setup = time.perf_counter() - setup_start
     rss_before = current_rss_mib()
     start = time.perf_counter()
     logits = predict(model, image)
@@ -354,6 +336,7 @@ def child(mode: str, size: int, threads: int) -> dict:
         "mode": mode,
         "seconds": elapsed,
         "megapixels_per_s": size * size / 1e6 / elapsed,
+        "setup_s": setup,
         "rss_before_predict_mib": rss_before,
         "peak_rss_mib": peak_rss_mib(),
         "image_mib": image.numel() * 4 / MIB,
@@ -407,6 +390,7 @@ def tiled_row(runs: list[dict], baseline: float) -> dict:
     peak = max(r["peak_rss_mib"] for r in runs)
     return {
         "median_s": statistics.median(seconds_),
+        "setup_s": statistics.median(r["setup_s"] for r in runs),
         "megapixels_per_s": statistics.median(r["megapixels_per_s"] for r in runs),
         "peak_rss_mib": peak,
         "peak_above_baseline_mib": peak - baseline,
@@ -442,12 +426,12 @@ def print_tiled(number: int, part: dict) -> None:
         f"\nPart {number}: tiled {size}x{size}, tile {TILE}, overlap {OVERLAP}, gaussian, batch {TILE_BATCH}"
     )
     print(
-        f"{'tiler':18s} {'median s':>9s} {'MPix/s':>7s} {'x MONAI':>8s} {'peak RSS MiB':>13s} {'above baseline':>15s}"
+        f"{'tiler':28s} {'median s':>9s} {'set-up s':>9s} {'MPix/s':>7s} {'x MONAI':>8s} {'peak RSS MiB':>13s} {'above baseline':>15s}"
     )
     for name, row in part["tilers"].items():
         print(
-            f"{name:18s} {row['median_s']:9.1f} {row['megapixels_per_s']:7.3f} {row['speedup_vs_monai']:8.2f} "
-            f"{row['peak_rss_mib']:13.0f} {row['peak_above_baseline_mib']:15.0f}"
+            f"{name:28s} {row['median_s']:9.1f} {row['setup_s']:9.1f} {row['megapixels_per_s']:7.3f} "
+            f"{row['speedup_vs_monai']:8.2f} {row['peak_rss_mib']:13.0f} {row['peak_above_baseline_mib']:15.0f}"
         )
     print(
         f"  baseline process (torch, pixelwise, model): {part['baseline_peak_rss_mib']:.0f} MiB; load {part['load_before']} -> {part['load_after']}"

@@ -302,9 +302,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from pixelwise.engine.checkpoint import load_model
     from pixelwise.inference import OUTPUT_KINDS, collect_images, plan_outputs, predict_file
+    from pixelwise.inference.optimize import optimize_for_inference
+    from pixelwise.inference.runtime import onnxruntime_model
     from pixelwise.report.palette import class_palette
 
-    model, checkpoint = load_model(args.checkpoint, device=_device(args.device))
+    if args.backend == "onnxruntime" and args.device == "cuda":
+        raise ValueError("--backend onnxruntime runs on the CPU: drop --device cuda")
+    device = "cpu" if args.backend == "onnxruntime" else _device(args.device)
+    model, checkpoint = load_model(args.checkpoint, device=device)
+    model = optimize_for_inference(model, inplace=True)  # once, not per image
+    if args.backend == "onnxruntime":
+        try:
+            model = onnxruntime_model(model)  # one export per tile shape, reused across images
+        except ImportError as exc:  # the optional package: one line, like other user errors
+            raise ValueError(str(exc)) from None
     plan = plan_outputs(collect_images(args.images), args.out, overwrite=args.overwrite)
     palette = class_palette(checkpoint.class_names)
     for image, paths in tqdm(plan, desc="predict", unit="image", disable=None):
@@ -796,6 +807,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta", action="store_true", help="average over flips and 90° rotations (8 transforms)"
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="run the network in PyTorch (default) or ONNX Runtime (CPU; faster for U-Net, "
+        "needs pixelwise[export]; exports in memory on the first image)",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

@@ -13,7 +13,7 @@ from PIL import Image
 from pixelwise.cli import count_parameters, main
 from pixelwise.data import FolderDataset, MaskEncoding
 from pixelwise.engine.checkpoint import load_model, save_checkpoint
-from pixelwise.inference import predict_mask
+from pixelwise.inference import predict_logits, predict_mask
 from pixelwise.metrics import ConfusionMatrix
 from pixelwise.models import create_model
 from pixelwise.report.palette import class_palette
@@ -234,6 +234,34 @@ def test_predict_tiles_images_larger_than_the_tile(checkpoint, tmp_path, capsys,
     image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
     whole = predict_mask(model, image, normalisation=NORM).numpy()
     np.testing.assert_array_equal(np.asarray(Image.open(out_dir / "a_mask.png")), whole)
+
+
+def test_predict_with_onnxruntime_writes_the_same_masks(checkpoint, tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs pixelwise[export]")
+    root = write_folder(tmp_path / "set", stems=("a", "b"))
+    masks = {}
+    for backend in ("torch", "onnxruntime"):
+        out_dir = tmp_path / backend
+        argv = ("predict", checkpoint, root / "images", "--out", out_dir, "--tile", 32)
+        code, _, _ = run(capsys, *argv, "--backend", backend)
+        assert code == 0
+        masks[backend] = [np.asarray(Image.open(out_dir / f"{s}_mask.png")) for s in "ab"]
+    model, _ = load_model(checkpoint)
+    for stem, torch_mask, ort_mask in zip("ab", masks["torch"], masks["onnxruntime"], strict=True):
+        image = torch.from_numpy(np.array(Image.open(root / "images" / f"{stem}.png")))
+        logits = predict_logits(model, image.permute(2, 0, 1).float() / 255, normalisation=NORM)
+        top2 = logits.topk(2, dim=0).values
+        clear = (top2[0] - top2[1] > 1e-3).numpy()  # pixels no float rounding can flip
+        assert clear.mean() > 0.9 and ort_mask.shape == (HEIGHT, WIDTH)
+        np.testing.assert_array_equal(ort_mask[clear], torch_mask[clear])
+
+
+def test_predict_onnxruntime_refuses_cuda(checkpoint, tmp_path, capsys):
+    root = write_folder(tmp_path / "set", stems=("a",))
+    argv = ("predict", checkpoint, root / "images", "--out", tmp_path / "out")
+    code, _, err = run(capsys, *argv, "--backend", "onnxruntime", "--device", "cuda")
+    assert one_line_error(code, err).startswith("--backend onnxruntime runs on the CPU")
+    assert not (tmp_path / "out").exists()
 
 
 def test_predict_never_overwrites_unless_asked(checkpoint, tmp_path, capsys):

@@ -79,13 +79,29 @@ def test_the_condition_is_tight_one_pixel_less_margin_differs():
     assert (got - whole(model, x)).abs().max() > 1e-4
 
 
+def test_prediction_runs_an_optimised_copy_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = create_model("unet", num_classes=3, in_channels=2, depth=2, base_width=4)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = image()
+    fast = predict(model, x, tile=48)
+    plain = predict(model, x, tile=48, optimize=False)
+    # Folded batch norms change the logits by float rounding only.
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5 * plain.abs().max().item())
+    assert model.training and not getattr(model, "pixelwise_optimized", False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
 def test_an_image_within_one_tile_is_predicted_whole():
     torch.manual_seed(0)
     model = create_model("unet", num_classes=3, in_channels=2, depth=2, base_width=4).eval()
     x = image()
-    assert torch.equal(predict(model, x, tile=128), whole(model, x))  # the same computation
+    # optimize=False: the same computation, bit for bit.
+    assert torch.equal(predict(model, x, tile=128, optimize=False), whole(model, x))
     valid = valid_unet(depth=2)
-    assert torch.equal(predict(valid, x, tile=512), mirror_padded_whole(valid, x))
+    assert torch.equal(predict(valid, x, tile=512, optimize=False), mirror_padded_whole(valid, x))
     # Longer than the tile along H only: one tile along W, of the image's width.
     plan = plan_tiles(model, HEIGHT, WIDTH, tile=48)
     assert len(plan.cols) == 1 and plan.cols[0].length == WIDTH

@@ -378,8 +378,10 @@ def predict_file(
     """Read one image, predict it and write its three PNGs; returns the mask.
 
     Images of any size go through :func:`pixelwise.inference.tiling.predict`: one that fits in
-    a tile is predicted whole (bit-identical to :func:`predict_logits`), a larger one in
-    overlapping tiles (overlap-tile for a valid U-Net) with ``progress(done, total)`` over tiles.
+    a tile is predicted whole, a larger one in overlapping tiles (overlap-tile for a valid
+    U-Net) with ``progress(done, total)`` over tiles. The model is optimised for inference
+    unless it already is (pass an optimised one to avoid a copy per image; the command line
+    does).
 
     Shape:
         returns (H, W) int64.

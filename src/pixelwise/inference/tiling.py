@@ -57,6 +57,7 @@ from torch import nn
 from pixelwise._checks import check_choice, check_positive_int, message
 from pixelwise.engine.checkpoint import normalise_images
 from pixelwise.inference._model import eval_mode, model_device, model_in_channels, output_margin
+from pixelwise.inference.optimize import optimize_for_inference
 from pixelwise.inference.tta import augmented_logits, check_transforms
 
 Normalisation = Mapping[str, Sequence[float]]
@@ -342,10 +343,15 @@ def predict(
     normalisation: Normalisation | None = None,
     progress: Progress | None = None,
     device: str | torch.device | None = None,
+    optimize: bool = True,
 ) -> torch.Tensor:
     """Logits of one image of any size, predicted tile by tile (see the module docstring).
 
-    The model runs in eval mode under ``torch.inference_mode`` (its mode is restored after).
+    The model runs in eval mode under ``torch.inference_mode`` (its mode is restored after);
+    by default through a copy made by
+    :func:`pixelwise.inference.optimize.optimize_for_inference` (batch norms folded into the
+    convolutions, channels-last), which changes the logits only by float rounding. To predict
+    many images, optimise once and pass the optimised model: it is used as it is, not copied.
     Memory: the float32 (K, H, W) output plus one batch of tiles through the model, whatever
     the image size (no (H, W) weight buffer, no padded copy of the image; measured figures in
     the module docstring).
@@ -367,6 +373,8 @@ def predict(
         progress: Called as ``progress(tiles_done, tiles_total)`` after each batch.
         device: Where the model runs (default: the device of its parameters); tiles move
             there batch by batch, logits come back to the image's device.
+        optimize: Predict with the optimised copy (default); False runs ``model`` itself,
+            bit for bit as its own forward pass would.
 
     Returns:
         Float32 logits on the image's device.
@@ -383,6 +391,8 @@ def predict(
     transforms = check_transforms(tta)
     plan = plan_tiles(model, *image.shape[-2:], tile=tile, overlap=overlap, blend=blend)
     device = torch.device(device) if device is not None else model_device(model)
+    if optimize:
+        model = optimize_for_inference(model)
     dtype = _model_dtype(model, image)
     out, done = None, 0
     with eval_mode(model), torch.inference_mode():
