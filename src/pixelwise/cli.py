@@ -477,11 +477,13 @@ class _TrainBars:
 
         self._tqdm = tqdm
         self.epochs = self.batches = None
+        self.val_miou = float("nan")
 
     def run_start(self, info: Mapping[str, object]) -> None:
-        self.epochs = self._tqdm(
-            total=info["epochs"], initial=info["start_epoch"], desc="train", unit="epoch"
-        )
+        # A time budget ends the run, not the epoch count: no epoch total, no bogus ETA.
+        total = None if info.get("time_limit_minutes") else info["epochs"]
+        desc = f"train ({info['time_limit_minutes']} min budget)" if total is None else "train"
+        self.epochs = self._tqdm(total=total, initial=info["start_epoch"], desc=desc, unit="epoch")
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         self.batches = self._tqdm(
@@ -498,8 +500,10 @@ class _TrainBars:
 
     def epoch_end(self, epoch: int, epochs: int, row: Mapping[str, object]) -> None:
         self.batches.close()
+        if row["mean_iou"] == row["mean_iou"]:  # not NaN: this epoch validated
+            self.val_miou = row["mean_iou"]
         self.epochs.set_postfix(
-            loss=f"{row['train_loss']:.4f}", val_mIoU=f"{row['mean_iou']:.4f}", refresh=False
+            loss=f"{row['train_loss']:.4f}", val_mIoU=_score(self.val_miou), refresh=False
         )
         self.epochs.update(1)
 
@@ -549,9 +553,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             bars.close()
     if main_process:
         print(f"run folder: {result.run_dir}")
+        when = f"after epoch {result.epochs}"
+        if result.stopped_by == "time_limit":
+            when = (
+                f"after {result.iterations} iterations ({result.epochs} full epochs; "
+                f"stopped by the time budget at {result.minutes:.1f} min)"
+            )
         print(
-            f"validation mean IoU {_score(result.metrics['mean_iou'])} after epoch "
-            f"{result.epochs} (best {result.metric} {_score(result.best_value)} at epoch "
+            f"validation mean IoU {_score(result.metrics['mean_iou'])} {when} "
+            f"(best {result.metric} {_score(result.best_value)} at epoch "
             f"{result.best_epoch}: {result.best_path.name})"
         )
     return 0

@@ -37,6 +37,26 @@ def test_train_writes_a_run_folder_and_reports_it(tmp_path, capsys):
     assert {"best.safetensors", "last.safetensors", "overlays"} <= names
 
 
+def test_a_time_budget_run_reports_iterations_not_epoch_zero(tmp_path, capsys):
+    argv = ["train", *sets(*TINY, "train.time_limit_minutes=1e-6"), "--out-dir", str(tmp_path)]
+    assert main(argv) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert "after 1 iterations (0 full epochs; stopped by the time budget at 0.0 min)" in line
+
+
+def test_progress_bars_keep_the_last_validation_and_drop_the_eta_under_a_budget():
+    from pixelwise.cli import _TrainBars
+
+    bars = _TrainBars()
+    bars.run_start({"epochs": 100000, "start_epoch": 0, "time_limit_minutes": 60})
+    assert bars.epochs.total is None and bars.epochs.desc == "train (60 min budget)"
+    for epoch, miou in enumerate((0.5, float("nan"))):
+        bars.epoch_start(epoch + 1, 100000, 1)
+        bars.epoch_end(epoch + 1, 100000, {"train_loss": 0.25, "mean_iou": miou})
+        assert bars.epochs.postfix == "loss=0.2500, val_mIoU=0.5000"
+    bars.close()
+
+
 def test_config_file_then_resume_in_a_new_folder(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text(

@@ -122,7 +122,8 @@ class Progress:
     """
 
     def run_start(self, info: Mapping[str, Any]) -> None:
-        """``info``: run_dir, epochs, start_epoch, batches (per epoch), device, world_size."""
+        """``info``: run_dir, epochs, start_epoch, batches (per epoch), device, world_size,
+        time_limit_minutes (None without a time budget)."""
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         """Before the first batch of ``epoch``."""
@@ -806,6 +807,7 @@ class Trainer:
                     "batches": self.batches_per_epoch,
                     "device": str(self.device),
                     "world_size": self.dist.world_size,
+                    "time_limit_minutes": train.time_limit_minutes,
                 },
             )
         self.clock.start(self.clock_offset)
