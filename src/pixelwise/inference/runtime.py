@@ -53,8 +53,9 @@ class OnnxRuntimeModel(nn.Module):
 
     Attributes the wrapper does not have are looked up on the wrapped model (its
     ``size_divisor``, ``pixelwise_args``, the valid U-Net's size arithmetic), so tiling plans
-    the same tiles for both. The wrapped model's parameters remain its parameters (for the
-    device and dtype), but nothing trains through the wrapper.
+    the same tiles for both. The wrapped model is held, not copied (its parameters answer for
+    the device and dtype), and is left as it is; nothing trains through the wrapper, and a
+    session keeps the weights the model had when that shape was first run.
 
     Shape:
         (N, C, H, W) float32 on the CPU -> (N, K, H', W') float32, as the wrapped model.
@@ -63,7 +64,10 @@ class OnnxRuntimeModel(nn.Module):
     def __init__(self, model: nn.Module, *, threads: int | None = None) -> None:
         super().__init__()
         self._ort = _import_onnxruntime()
-        self.model = optimize_for_inference(model, channels_last=False)
+        # The model itself, not a copy: it answers the tiling's questions (sizes, channels,
+        # device); each export folds a temporary copy, so only ONNX Runtime holds the weights
+        # twice. The sessions keep the weights as they were when exported.
+        self.model = model
         self.threads = check_positive_int("threads", threads or torch.get_num_threads())
         self._sessions: dict[tuple[int, ...], Any] = {}
         setattr(self, OPTIMIZED_ATTRIBUTE, True)  # predict must not copy it again
@@ -89,9 +93,10 @@ class OnnxRuntimeModel(nn.Module):
     def _export(self, shape: tuple[int, int, int]) -> Any:
         example = torch.zeros(1, *shape)
         buffer = io.BytesIO()
+        folded = export_module(optimize_for_inference(self.model, channels_last=False))
         with _quiet_tracing(), torch.no_grad():
             torch.onnx.export(
-                export_module(self.model),
+                folded,
                 (example,),
                 buffer,
                 dynamo=False,
@@ -100,14 +105,16 @@ class OnnxRuntimeModel(nn.Module):
                 output_names=["logits"],
                 dynamic_axes={"images": {0: "N"}, "logits": {0: "N"}},
             )
+        del folded
         options = self._ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
         # Idle threads sleep instead of spinning, leaving the cores to the rest of the work.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No memory arena: freed activations go back to the system rather than staying
+        # reserved for the session (peak memory measured in benchmarks/inference.py).
         options.enable_cpu_mem_arena = False
-        return self._ort.InferenceSession(
-            buffer.getvalue(), options, providers=["CPUExecutionProvider"]
-        )
+        graph, buffer = buffer.getvalue(), None
+        return self._ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4:
