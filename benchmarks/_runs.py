@@ -14,6 +14,8 @@ import io
 import math
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -103,11 +105,19 @@ def parse_args(
     parser.add_argument(
         "--smoke", action="store_true", help="tiny models and budget: checks the script only"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="trainings at once, each with cores/jobs threads (default 1: one after another)",
+    )
     args = parser.parse_args(argv)
     if args.minutes is None:
         args.minutes = SMOKE_MINUTES if args.smoke else 60.0
     if not args.minutes > 0:
         parser.error(f"--minutes must be > 0, got {args.minutes}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     args.data, args.out = args.data.resolve(), args.out.resolve()
     if not args.data.is_dir():
         parser.error(
@@ -127,26 +137,84 @@ def budget_overrides(minutes: float) -> list[str]:
     return [f"train.time_limit_minutes={minutes:g}", f"train.snapshot_minutes=[{marks}]"]
 
 
+def _train_argv(
+    label: str, config: Path, overrides: Sequence[str], out: Path, data: Path
+) -> tuple[list[str], Path]:
+    """The ``pixelwise train`` arguments of one run and the folder its run folder goes in."""
+    parent = out / "runs" / label
+    argv = ["train", str(config), "--set", f"data.root={data}"]
+    argv += [a for o in overrides for a in ("--set", o)]
+    return [*argv, "--out-dir", str(parent)], parent
+
+
+def _children(parent: Path) -> set[Path]:
+    return set(parent.iterdir()) if parent.is_dir() else set()
+
+
+def _finished_run(label: str, parent: Path, before: set[Path], wall: float) -> Run:
+    (run_dir,) = _children(parent) - before
+    with (run_dir / "metrics.csv").open(newline="") as stream:
+        last_row = list(csv.DictReader(stream))[-1]
+    return Run(label, run_dir, wall, last_row)
+
+
 def train(label: str, config: Path, overrides: Sequence[str], out: Path, data: Path) -> Run:
     """``pixelwise train CONFIG --set data.root=DATA --set ... --out-dir OUT/runs/LABEL``.
 
     Raises:
         RuntimeError: the command failed (its one-line error is on stderr).
     """
-    parent = out / "runs" / label
-    before = set(parent.iterdir()) if parent.is_dir() else set()
-    argv = ["train", str(config), "--set", f"data.root={data}"]
-    argv += [a for o in overrides for a in ("--set", o)]
-    argv += ["--out-dir", str(parent)]
+    argv, parent = _train_argv(label, config, overrides, out, data)
+    before = _children(parent)
     start = time.perf_counter()
     status = pixelwise_main(argv)
     wall = time.perf_counter() - start
     if status != 0:
         raise RuntimeError(f"pixelwise {' '.join(argv)} exited with status {status}")
-    (run_dir,) = set(parent.iterdir()) - before
-    with (run_dir / "metrics.csv").open(newline="") as stream:
-        last_row = list(csv.DictReader(stream))[-1]
-    return Run(label, run_dir, wall, last_row)
+    return _finished_run(label, parent, before, wall)
+
+
+def threads_per_job(jobs: int) -> int:
+    """Torch threads of each of ``jobs`` trainings run at once: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def train_all(
+    runs: Mapping[str, Sequence[str]], config: Path, out: Path, data: Path, jobs: int = 1
+) -> dict[str, Run]:
+    """Train each ``label -> overrides`` of ``runs``; ``jobs`` at a time.
+
+    With ``jobs == 1`` one after another in this process, every run with all the cores.
+    Otherwise each run is ``python -m pixelwise train ...`` in its own process with
+    ``OMP_NUM_THREADS`` = cores / jobs, ``jobs`` at once (its progress in
+    ``OUT/runs/LABEL.log``): the same budget, each run on a share of the machine.
+
+    Raises:
+        RuntimeError: a training failed (the end of its log in the message).
+    """
+    if jobs <= 1:
+        return {label: train(label, config, o, out, data) for label, o in runs.items()}
+    threads = str(threads_per_job(jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    labels, done = list(runs), {}
+    for first in range(0, len(labels), jobs):
+        started = {}
+        for label in labels[first : first + jobs]:
+            argv, parent = _train_argv(label, config, runs[label], out, data)
+            parent.mkdir(parents=True, exist_ok=True)
+            log = (out / "runs" / f"{label}.log").open("w")
+            command = [sys.executable, "-m", "pixelwise", *argv]
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            started[label] = (process, log, parent, _children(parent), time.perf_counter())
+        for label, (process, log, parent, before, start) in started.items():
+            status = process.wait()
+            wall = time.perf_counter() - start
+            log.close()
+            if status != 0:
+                tail = (out / "runs" / f"{label}.log").read_text()[-2000:]
+                raise RuntimeError(f"training {label} exited with status {status}:\n{tail}")
+            done[label] = _finished_run(label, parent, before, wall)
+    return done
 
 
 def without_nan(value: object) -> object:

@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "camvid", __doc__.splitlines()[0], argv)
     common = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else [])
     overrides = {k: [*common, f"model.options.decoder={d}"] for k, d in DECODERS.items()}
-    runs = {k: _runs.train(k, CONFIG, o, args.out, args.data) for k, o in overrides.items()}
+    runs = _runs.train_all(overrides, CONFIG, args.out, args.data, args.jobs)
     start = time.perf_counter()
     dataset = half_resolution_val(load_checkpoint(runs["segnet_basic"].run_dir / "last.pt").config)
     results = {k: evaluate_run(run, args.minutes, dataset) for k, run in runs.items()}
@@ -157,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "goal": GOAL,
         "evaluated_at": "val/ at 180×240 (data.scale 0.5)",
         "train": {k: run.summary() for k, run in runs.items()},
+        "jobs": args.jobs,
+        "threads_per_training": _runs.threads_per_job(args.jobs),
         "evaluate_seconds": round(time.perf_counter() - start, 1),
         "results": results,
     }

@@ -172,10 +172,8 @@ def evaluate(runs: Mapping[str, _runs.Run], data: Path, out: Path) -> dict[str, 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "nuclei", __doc__.splitlines()[0], argv)
     common = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else [])
-    runs = {
-        label: _runs.train(label, CONFIG, [*common, *extra], args.out, args.data)
-        for label, extra in LOSSES.items()
-    }
+    specs = {label: [*common, *extra] for label, extra in LOSSES.items()}
+    runs = _runs.train_all(specs, CONFIG, args.out, args.data, args.jobs)
     start = time.perf_counter()
     results = evaluate(runs, args.data, args.out)
     report = {
@@ -189,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "overrides": {label: [*common, *extra] for label, extra in LOSSES.items()},
         "weight_map": {"w0": 10.0, "sigma": 5.0},
         "train": {label: run.summary() for label, run in runs.items()},
+        "jobs": args.jobs,
+        "threads_per_training": _runs.threads_per_job(args.jobs),
         "evaluate_seconds": round(time.perf_counter() - start, 1),
         "results": results,
     }

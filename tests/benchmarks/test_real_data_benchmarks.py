@@ -72,7 +72,11 @@ def test_isbi2012_smoke(tmp_path):
 
 def test_nuclei_weightmap_smoke(tmp_path):
     _, val_ids = split_by_manifest(data_set("nuclei") / "manifest.csv")
-    report = run_script("nuclei_weightmap", tmp_path)
+    # --jobs 2: both trainings at once, each `python -m pixelwise train` with one thread.
+    report = run_script("nuclei_weightmap", tmp_path, "--jobs", "2")
+    assert (report["jobs"], report["threads_per_training"]) == (2, max(1, os.cpu_count() // 2))
+    for label in ("cross_entropy", "weight_map"):
+        assert "run folder:" in (tmp_path / "runs" / f"{label}.log").read_text()
     results = report["results"]
     assert list(results) == ["cross_entropy", "weight_map"]
     assert "loss.name=ce" in report["overrides"]["cross_entropy"]

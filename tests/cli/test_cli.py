@@ -68,9 +68,10 @@ def test_option_values_are_literals_or_strings(text, expected):
     assert parse_option(text) == expected
 
 
-def test_console_script_runs_as_module():
+@pytest.mark.parametrize("module", ["pixelwise", "pixelwise.cli"])
+def test_console_script_runs_as_module(module):
     result = subprocess.run(
-        [sys.executable, "-m", "pixelwise.cli", "--version"], capture_output=True, text=True
+        [sys.executable, "-m", module, "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.startswith("pixelwise ")
 
