@@ -9,7 +9,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
+
+_SHOWN_VALUES = 5  # distinct values an error message lists before "and N more"
 
 
 def message(what: str, expectation: str, actual: object, fix: str = "") -> str:
@@ -72,3 +75,53 @@ def check_images(x: object, in_channels: int | None = None, what: str = "images"
             )
         )
     return x
+
+
+def describe_values(values: torch.Tensor | np.ndarray) -> str:
+    """The first few distinct values of ``values`` and how many pixels hold them, for a message."""
+    flat = torch.as_tensor(values).reshape(-1)
+    distinct = torch.unique(flat).tolist()
+    shown = ", ".join(str(v) for v in distinct[:_SHOWN_VALUES])
+    more = f" and {len(distinct) - _SHOWN_VALUES} more" if len(distinct) > _SHOWN_VALUES else ""
+    return f"{shown}{more} ({flat.numel()} pixels)"
+
+
+def check_integer_labels(labels: object, what: str, shape: str) -> torch.Tensor:
+    """``labels`` as int64 if it is a tensor of an integer dtype (any width), else raise.
+
+    Args:
+        what: the argument's name in the message ("target").
+        shape: the expected shape, for the message ("(N, H, W)").
+    """
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(message(what, f"be a torch.Tensor of shape {shape}", type(labels).__name__))
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(
+            message(
+                what,
+                "be an integer tensor of class indices",
+                labels.dtype,
+                f"convert with {what}.long()",
+            )
+        )
+    return labels.long()
+
+
+def check_class_indices(
+    labels: torch.Tensor | np.ndarray,
+    num_classes: int,
+    ignore_index: int | None,
+    what: str = "target values",
+    fix: str = "map the dataset's label ids to class indices, or fix num_classes / ignore_index",
+) -> None:
+    """Raise one line naming the offending values unless every label is a class index in
+    ``[0, num_classes)`` or ``ignore_index`` (costs one device synchronisation)."""
+    labels = torch.as_tensor(labels)
+    valid = (labels >= 0) & (labels < num_classes)
+    if ignore_index is not None:
+        valid |= labels == ignore_index
+    if not bool(valid.all()):
+        allowed = f"be in [0, {num_classes})" + (
+            "" if ignore_index is None else f" or ignore_index {ignore_index}"
+        )
+        raise ValueError(message(what, allowed, describe_values(labels[~valid]), fix))

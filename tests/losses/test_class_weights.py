@@ -115,7 +115,7 @@ def test_errors_name_the_mask_and_values():
     masks = [np.zeros((2, 2), np.int64), np.array([[0, 7], [9, IGNORE]])]
     with pytest.raises(
         ValueError,
-        match=r"^mask 1 values must be in \[0, 4\) or ignore_index=255, got values \[7, 9\]",
+        match=r"^mask 1 values must be in \[0, 4\) or ignore_index 255, got 7, 9 \(2 pixels\)",
     ):
         count_classes(masks, 4)
     with pytest.raises(

@@ -10,12 +10,9 @@ from collections.abc import Sequence
 
 import torch
 
-from pixelwise._checks import check_choice, message
+from pixelwise._checks import check_choice, check_class_indices, check_integer_labels, message
 
 REDUCTIONS = ("mean", "sum", "none")
-
-# How many offending values an error message lists before it stops.
-_SHOW = 8
 
 
 def check_logits(logits: object) -> torch.Tensor:
@@ -49,14 +46,7 @@ def check_target(target: object, logits: torch.Tensor, ignore_index: int) -> tor
     Shape:
         target: (N, H, W) for logits (N, K, H, W)
     """
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(
-            message("target", "be a torch.Tensor of shape (N, H, W)", type(target).__name__)
-        )
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(
-            message("target", "be an integer tensor of class indices", target.dtype, "use .long()")
-        )
+    target = check_integer_labels(target, "target", "(N, H, W)")
     n, k, h, w = logits.shape
     if tuple(target.shape) != (n, h, w):
         raise ValueError(
@@ -67,19 +57,12 @@ def check_target(target: object, logits: torch.Tensor, ignore_index: int) -> tor
                 "drop the channel axis of the target or resize it to the logits",
             )
         )
-    target = target.long()
-    bad = (target != ignore_index) & ((target < 0) | (target >= k))
-    if bool(bad.any()):
-        values = torch.unique(target[bad]).tolist()
-        shown = ", ".join(str(v) for v in values[:_SHOW]) + (", ..." if len(values) > _SHOW else "")
-        raise ValueError(
-            message(
-                "target values",
-                f"be in [0, {k}) or ignore_index={ignore_index}",
-                f"values [{shown}]",
-                "check num_classes of the model or the ignore_index of the loss",
-            )
-        )
+    check_class_indices(
+        target,
+        k,
+        ignore_index,
+        fix="check num_classes of the model or the ignore_index of the loss",
+    )
     return target
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pixelwise._checks import check_choice, check_positive_int, message
+from pixelwise._checks import check_choice, check_class_indices, check_positive_int, message
 
 logger = logging.getLogger(__name__)
 
@@ -106,16 +106,9 @@ def count_classes(
     for index, item in enumerate(masks):
         for mask in _as_masks(item, index):
             values = mask[mask != ignore_index].astype(np.int64)  # (P,)
-            bad = (values < 0) | (values >= k)
-            if bad.any():
-                raise ValueError(
-                    message(
-                        f"mask {index} values",
-                        f"be in [0, {k}) or ignore_index={ignore_index}",
-                        f"values {np.unique(values[bad])[:8].tolist()}",
-                        "check num_classes or ignore_index",
-                    )
-                )
+            check_class_indices(
+                values, k, ignore_index, f"mask {index} values", "check num_classes or ignore_index"
+            )
             per_class = np.bincount(values, minlength=k)  # (K,)
             occurs = per_class > 0
             pixels += per_class

@@ -10,18 +10,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pixelwise._checks import check_positive_int, message
-
-_SHOWN_VALUES = 5
-
-
-def describe_values(values: torch.Tensor | np.ndarray) -> str:
-    """The first few distinct values of ``values`` and how many pixels hold them, for a message."""
-    flat = torch.as_tensor(values).reshape(-1)
-    distinct = torch.unique(flat).tolist()
-    shown = ", ".join(str(v) for v in distinct[:_SHOWN_VALUES])
-    more = f" and {len(distinct) - _SHOWN_VALUES} more" if len(distinct) > _SHOWN_VALUES else ""
-    return f"{shown}{more} ({flat.numel()} pixels)"
+from pixelwise._checks import (
+    check_class_indices,
+    check_integer_labels,
+    check_positive_int,
+    describe_values,
+    message,
+)
 
 
 def check_num_classes_and_ignore(
@@ -46,40 +41,13 @@ def check_num_classes_and_ignore(
 
 
 def _check_target(target: object, num_classes: int, ignore_index: int | None) -> torch.Tensor:
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(
-            message("target", "be a torch.Tensor of shape (N, H, W)", type(target).__name__)
-        )
+    target = check_integer_labels(target, "target", "(N, H, W)")
     if target.dim() != 3:
         fix = "add a batch axis with target.unsqueeze(0)" if target.dim() == 2 else "pass (N, H, W)"
         raise ValueError(
             message("target", "have 3 dimensions (N, H, W)", f"shape {tuple(target.shape)}", fix)
         )
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(
-            message(
-                "target",
-                "be an integer tensor of class indices",
-                target.dtype,
-                "convert with target.long()",
-            )
-        )
-    target = target.long()
-    valid = (target >= 0) & (target < num_classes)
-    if ignore_index is not None:
-        valid |= target == ignore_index
-    if not bool(valid.all()):
-        allowed = f"be in [0, {num_classes})" + (
-            "" if ignore_index is None else f" or ignore_index {ignore_index}"
-        )
-        raise ValueError(
-            message(
-                "target values",
-                allowed,
-                describe_values(target[~valid]),
-                "map the dataset's label ids to class indices, or fix num_classes / ignore_index",
-            )
-        )
+    check_class_indices(target, num_classes, ignore_index)
     return target
 
 
