@@ -25,7 +25,9 @@ small U-Net on the synthetic data, weighted cross entropy, Adam)::
 
     [schedule]
     name = "poly"               # "none" | "poly" | "cosine", stepped once per iteration
-    power = 0.9                 # poly: lr · (1 − step / total_steps) ** power
+    power = 0.9                 # poly: lr · (1 − t) ** power, t = step / total_steps
+    over = "iterations"         # t runs over "iterations" (epochs × batches) or "time":
+                                # the fraction of train.time_limit_minutes trained
 
     [train]
     epochs = 30
@@ -76,6 +78,7 @@ LOSSES = ("ce", "weighted_ce", "dice", "ce_dice")
 CLASS_WEIGHTS = ("none", "median_frequency", "inverse_frequency")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "poly", "cosine")
+SCHEDULE_SPANS = ("iterations", "time")
 DEVICES = ("auto", "cpu", "cuda")
 METRICS = ("mean_iou", "pixel_accuracy", "mean_accuracy", "mean_dice", "frequency_weighted_iou")
 NORMALISATIONS = ("dataset", "fixed", "none")
@@ -260,9 +263,11 @@ class ScheduleConfig:
 
     name: str = "poly"
     power: float = 0.9
+    over: str = "iterations"
 
     def __post_init__(self) -> None:
         _check_choice("schedule", "name", self.name, SCHEDULES)
+        _check_choice("schedule", "over", self.over, SCHEDULE_SPANS)
         object.__setattr__(
             self, "power", _check_float("schedule", "power", self.power, 0.0, open_low=True)
         )

@@ -230,3 +230,31 @@ def test_two_processes_stop_at_the_same_iteration(tmp_path: Path):
     with (run / "metrics.csv").open() as f:
         (row,) = list(csv.DictReader(f))
     assert float(row["epoch"]) == 0.5 and int(row["iteration"]) == 1  # 2 of 4 batches per rank
+
+
+def test_a_schedule_over_time_ends_with_the_budget(tiny_config):
+    # poly, power 1, over a 4-minute budget; the fake clock makes minute k iteration k, so
+    # the learning rate after iteration k is lr · (1 − k / 4), whatever train.epochs says.
+    config = tiny_config(
+        "train.epochs=100",
+        "train.time_limit_minutes=4",
+        "schedule.name=poly",
+        "schedule.power=1.0",
+        "schedule.over=time",
+        "optim.lr=0.01",
+    )
+    with Trainer(config) as trainer:
+        minute_per_iteration(trainer)
+        result = trainer.fit()
+        final_lr = trainer.optimizer.param_groups[0]["lr"]
+    assert (result.stopped_by, result.iterations) == ("time_limit", 4)
+    with (result.run_dir / "metrics.csv").open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    # Two iterations an epoch; a row's lr is the one its epoch started with (after 0 and 2).
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.01, 0.005])
+    assert final_lr == pytest.approx(0.0)  # after iteration 4, the end of the budget
+
+
+def test_a_schedule_over_time_needs_a_budget(tiny_config):
+    with pytest.raises(ValueError, match=r'^schedule.over = "time" must come with a time budget'):
+        Trainer(tiny_config("schedule.over=time"))

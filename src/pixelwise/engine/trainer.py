@@ -223,16 +223,34 @@ def image_statistics(dataset: Dataset, max_samples: int = STATS_SAMPLES) -> dict
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
+def schedule_value(name: str, t: float, power: float) -> float:
+    """The learning-rate factor at ``t`` in [0, 1] of the schedule's span."""
+    t = min(max(t, 0.0), 1.0)
+    if name == "poly":
+        return (1.0 - t) ** power
+    if name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return 1.0
+
+
 def schedule_factor(name: str, total_steps: int, power: float) -> Callable[[int], float]:
     """The learning-rate factor after ``step`` optimizer steps, for LambdaLR."""
 
     def factor(step: int) -> float:
-        t = min(step, total_steps) / max(total_steps, 1)
-        if name == "poly":
-            return (1.0 - t) ** power
-        if name == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * t))
-        return 1.0
+        return schedule_value(name, min(step, total_steps) / max(total_steps, 1), power)
+
+    return factor
+
+
+def time_schedule_factor(
+    name: str, fraction: Callable[[], float], power: float
+) -> Callable[[int], float]:
+    """The learning-rate factor at ``fraction()`` of the time budget trained so far, for
+    LambdaLR (``schedule.over = "time"``): the schedule reaches its end as the budget does,
+    however many iterations fit in it. Step 0 (before training) is the schedule's start."""
+
+    def factor(step: int) -> float:
+        return schedule_value(name, fraction() if step else 0.0, power)
 
     return factor
 
@@ -415,6 +433,7 @@ class Trainer:
             if isinstance(train.channels_last, bool)
             else self.device.type == "cuda"
         )
+        self.clock = TrainingClock(train.time_limit_minutes, train.snapshot_minutes)
         self._build_data()
         self._build_model()
         self._build_optimization()
@@ -422,7 +441,6 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict[str, Any] = {"value": -math.inf, "epoch": 0}
         self.start_epoch = self.epochs_done = 0
-        self.clock = TrainingClock(train.time_limit_minutes, train.snapshot_minutes)
         self.clock_offset = 0.0
         self.position: EpochPosition | None = None  # set while an epoch runs
         self.resume_position: EpochPosition | None = None
@@ -566,10 +584,23 @@ class Trainer:
                 weight_decay=optim.weight_decay,
                 nesterov=optim.nesterov,
             )
-        total = self.config.train.epochs * len(self.train_loader)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, schedule_factor(schedule.name, total, schedule.power)
-        )
+        if schedule.over == "time":
+            if not self.clock.limit > 0:
+                raise ValueError(
+                    message(
+                        'schedule.over = "time"',
+                        "come with a time budget",
+                        "train.time_limit_minutes = 0",
+                        'set train.time_limit_minutes or use schedule.over = "iterations"',
+                    )
+                )
+            factor = time_schedule_factor(
+                schedule.name, lambda: self.clock.seconds() / self.clock.limit, schedule.power
+            )
+        else:
+            total = self.config.train.epochs * len(self.train_loader)
+            factor = schedule_factor(schedule.name, total, schedule.power)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
     # --- one step ------------------------------------------------------------------------
