@@ -38,6 +38,25 @@ def test_folders_layout_needs_a_declared_encoding(make_folder):
     assert val[0]["image"].shape == (3, 45, 67)  # validation is not augmented
 
 
+def test_folders_weight_map_crops_with_the_mask(make_folder):
+    root = make_folder(stems=[f"s{i}" for i in range(4)], values=(0, 255))
+    config = {
+        "layout": "folders",
+        "root": str(root),
+        "encoding": {"kind": "values", "value_map": {"0": 0, "255": 1}},
+        "weight_map_background": 0,
+        "crop_size": 32,
+        "rot90": True,
+        "val_fraction": 0.25,
+    }
+    train, val = build_datasets(config)
+    batch = next(iter(DataLoader(train, batch_size=3)))
+    assert batch["weight"].shape == (3, 32, 32) and bool((batch["weight"] > 0).all())
+    assert val[0]["weight"].shape == (45, 67)
+    with pytest.raises(ValueError, match=r"^data.weight_map_background must go with layout"):
+        DataConfig(layout="instances", root=str(root), weight_map_background=0)
+
+
 def test_unknown_keys_and_layouts_get_suggestions():
     with pytest.raises(
         ValueError, match="data key must be known, got 'crop'; did you mean 'crop_size'"

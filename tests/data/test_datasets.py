@@ -37,6 +37,44 @@ def test_folder_pairs_by_stem_across_extensions_and_scales_uint8(tmp_path, save,
     assert sample["path"] == str(tmp_path / "images" / "x.bmp")
 
 
+def _membrane_folder(tmp_path, save, rng):
+    """One EM-like sample: 0/255 mask, membranes (0) a grid between four cells (255), a few
+    pixels 128 (declared ignored)."""
+    mask = np.full((H, W), 255, dtype=np.uint8)
+    mask[20:23, :] = 0  # horizontal membrane
+    mask[:, 30:32] = 0  # vertical membrane
+    mask[0, 0] = 128
+    save(tmp_path / "images" / "s.png", rng.integers(0, 256, (H, W), dtype=np.uint8))
+    save(tmp_path / "masks" / "s.png", mask)
+    encoding = MaskEncoding.values({0: 0, 255: 1, 128: 255})  # 128: ignored
+    return encoding, mask
+
+
+def test_folder_weight_map_from_the_components_of_the_other_classes(tmp_path, save, rng):
+    from pixelwise.losses.weight_map import weight_map_from_semantic
+
+    encoding, raw = _membrane_folder(tmp_path, save, rng)
+    dataset = FolderDataset(tmp_path, encoding, weight_map_background=0)
+    sample = dataset[0]
+    assert set(sample) == {"image", "mask", "weight", "path"}
+    semantic = (raw == 255).astype(np.int64)  # the ignored pixel counts as membrane
+    expected = weight_map_from_semantic(semantic, background=0)
+    np.testing.assert_array_equal(sample["weight"].numpy(), expected)
+    # The border term lifts the membrane between the cells above the class weight alone.
+    assert sample["weight"][21, 10] > 2 * sample["weight"][5, 10]
+    assert dataset[0]["weight"] is sample["weight"]  # computed once, then cached
+    assert "weight" not in FolderDataset(tmp_path, encoding)[0]
+
+
+@pytest.mark.parametrize("bad", [2, -1, "0"])
+def test_folder_weight_map_background_must_be_a_class(tmp_path, save, rng, bad):
+    encoding, _ = _membrane_folder(tmp_path, save, rng)
+    with pytest.raises(
+        ValueError, match=r"^weight_map_background must be a class index in \[0, 2\)"
+    ):
+        FolderDataset(tmp_path, encoding, weight_map_background=bad)
+
+
 def test_jpeg_images_pair_with_png_masks(make_folder):
     root = make_folder(image_ext=".jpg")
     dataset = FolderDataset(root, ENC3)

@@ -66,6 +66,8 @@ class DataConfig:
         manifest: CSV under ``root`` for a split stratified by its ``group`` column.
         seed: Seed of the split and of the synthetic images.
         weights: Add U-Net weight maps (instances, synthetic).
+        weight_map_background: Folders: add the U-Net weight map, its objects the connected
+            components of the classes other than this one (EM membranes: 0); None: none.
         num_train, num_val, image_size: The synthetic data set's size.
         class_names: One name per class (folders, tiff); default ``classes.txt`` under
             ``root`` when present, else ``class_0 …``.
@@ -88,6 +90,7 @@ class DataConfig:
     manifest: str | None = None
     seed: int = 0
     weights: bool = True
+    weight_map_background: int | None = None
     num_train: int = 64
     num_val: int = 16
     image_size: int = 96
@@ -95,6 +98,15 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_choice("data layout", self.layout, LAYOUTS)
+        if self.weight_map_background is not None and self.layout != "folders":
+            raise ValueError(
+                message(
+                    "data.weight_map_background",
+                    "go with layout 'folders'",
+                    f"layout '{self.layout}'",
+                    "instance layouts compute weight maps from their instances (weights = true)",
+                )
+            )
         if self.layout != "synthetic" and self.root is None:
             raise ValueError(
                 message(f"data root for layout '{self.layout}'", "be given", "nothing")
@@ -144,7 +156,14 @@ def full_dataset(config: DataConfig) -> SegmentationDataset:
         )
     common["class_names"] = config.class_names
     if config.layout == "folders":
-        return FolderDataset(root, _encoding(config), images=images, masks=masks, **common)
+        return FolderDataset(
+            root,
+            _encoding(config),
+            images=images,
+            masks=masks,
+            weight_map_background=config.weight_map_background,
+            **common,
+        )
     return TiffStackDataset(root / images, root / masks, _encoding(config), **common)
 
 

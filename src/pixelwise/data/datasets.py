@@ -300,6 +300,11 @@ class FolderDataset(PairedDataset):
         encoding: How the mask files map to classes.
         images: Name of the image folder under ``root``.
         masks: Name of the mask folder under ``root``.
+        weight_map_background: Add the U-Net weight map to every sample, its objects the
+            connected components of the other classes (4-connected; ignored pixels count as
+            this class): for EM membranes (0) and cells, the cells. None: no weight map.
+            Computed once per sample with the paper's w0 = 10, σ = 5 and balanced w_c
+            (:func:`pixelwise.losses.weight_map.weight_map_from_semantic`).
         class_names, channels, transform: As in :class:`PairedDataset`.
     """
 
@@ -310,15 +315,44 @@ class FolderDataset(PairedDataset):
         *,
         images: str = "images",
         masks: str = "masks",
+        weight_map_background: int | None = None,
         class_names: Sequence[str] | None = None,
         channels: int | None = None,
         transform: Transform | None = None,
     ) -> None:
         root = _check_root(root)
         pairs = pair_by_stem(root / images, root / masks)
-        names = resolve_class_names(class_names, root, check_encoding(encoding).num_classes)
+        num_classes = check_encoding(encoding).num_classes
+        names = resolve_class_names(class_names, root, num_classes)
         super().__init__(pairs, encoding, class_names=names, channels=channels, transform=transform)
         self.root = root
+        if weight_map_background is not None and not (
+            isinstance(weight_map_background, int) and 0 <= weight_map_background < num_classes
+        ):
+            raise ValueError(
+                message(
+                    "weight_map_background",
+                    f"be a class index in [0, {num_classes})",
+                    repr(weight_map_background),
+                    "name the class between the objects, e.g. 0 for membranes",
+                )
+            )
+        self.weight_map_background = weight_map_background
+        self._weights: dict[int, torch.Tensor] = {}
+
+    def read_target(self, index: int, mask_path: Path) -> dict[str, torch.Tensor]:
+        target = super().read_target(index, mask_path)
+        if self.weight_map_background is None:
+            return target
+        if index not in self._weights:
+            from pixelwise.losses.weight_map import weight_map_from_semantic
+
+            mask = target["mask"].numpy()
+            background = self.weight_map_background
+            mask = np.where(mask == self.ignore_index, background, mask)
+            weight = weight_map_from_semantic(mask, background=background)  # (H, W)
+            self._weights[index] = torch.from_numpy(np.asarray(weight, dtype=np.float32))
+        return {**target, "weight": self._weights[index]}
 
 
 class CamVidDataset(FolderDataset):

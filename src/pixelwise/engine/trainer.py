@@ -469,7 +469,8 @@ class Trainer:
                     "loss 'weighted_ce'",
                     "have weight maps in the training samples",
                     f"samples of data layout '{self.config.data.layout}' without 'weight'",
-                    "use loss.name = 'ce', or instance data ('instances', 'synthetic') with weights = true",
+                    "use loss.name = 'ce', instance data ('instances', 'synthetic') with "
+                    "weights = true, or folders with data.weight_map_background",
                 )
             )
         self.normalisation = self._normalisation()
