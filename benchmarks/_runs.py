@@ -106,6 +106,13 @@ def parse_args(
         "--smoke", action="store_true", help="tiny models and budget: checks the script only"
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a config override for every model, as pixelwise train --set (recorded in the JSON)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=1,

@@ -135,7 +135,7 @@ def plot(out: Path, final: Mapping[str, Mapping]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "camvid", __doc__.splitlines()[0], argv)
-    common = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else [])
+    common = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else []) + args.set
     overrides = {k: [*common, f"model.options.decoder={d}"] for k, d in DECODERS.items()}
     runs = _runs.train_all(overrides, CONFIG, args.out, args.data, args.jobs)
     start = time.perf_counter()

@@ -160,7 +160,7 @@ def evaluate(run: _runs.Run, minutes: float, out: Path, slices: int | None) -> d
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "isbi2012", __doc__.splitlines()[0], argv)
-    overrides = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else [])
+    overrides = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else []) + args.set
     run = _runs.train("unet", CONFIG, overrides, args.out, args.data)
     start = time.perf_counter()
     results = evaluate(run, args.minutes, args.out, SMOKE_SLICES if args.smoke else None)

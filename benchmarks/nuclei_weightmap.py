@@ -171,7 +171,7 @@ def evaluate(runs: Mapping[str, _runs.Run], data: Path, out: Path) -> dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "nuclei", __doc__.splitlines()[0], argv)
-    common = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else [])
+    common = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else []) + args.set
     specs = {label: [*common, *extra] for label, extra in LOSSES.items()}
     runs = _runs.train_all(specs, CONFIG, args.out, args.data, args.jobs)
     start = time.perf_counter()

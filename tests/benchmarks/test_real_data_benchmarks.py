@@ -51,7 +51,8 @@ def run_script(name: str, out: Path, *extra: str) -> dict:
 
 def test_isbi2012_smoke(tmp_path):
     data_set("isbi2012")
-    report = run_script("isbi2012", tmp_path)
+    report = run_script("isbi2012", tmp_path, "--set", "schedule.name=cosine")
+    assert report["overrides"][-1] == "schedule.name=cosine"
     assert report["smoke"] is True and report["train"]["iterations"] >= 1
     assert report["paper"] == {
         "rand_error": 0.0382,
