@@ -43,6 +43,9 @@ image, K = 2, U-Net (same padding, depth 4, base width 8), 512² tiles, overlap 
 peak RSS 1.85 GiB = 0.93 GiB before predicting (Python and torch 0.7 GiB, the 0.25 GiB image)
 + 0.5 GiB output + 0.42 GiB for the tile batch, which is the same (0.35 GiB) for a 2048²
 image; one whole-image pass of a 2048² image already needs 1.03 GiB above the baseline.
+With the full-width U-Net (base width 64, 31M parameters; ``benchmarks/inference.py``) the
+same 8192² prediction peaks at 3.12 GiB: 0.80 GiB process, 0.25 GiB image, 0.5 GiB output and
+about 1.6 GiB for the batch of four 512² tiles (MONAI's sliding window: 3.69 GiB).
 """
 
 from __future__ import annotations
