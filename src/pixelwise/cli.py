@@ -303,19 +303,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pixelwise.engine.checkpoint import load_model
     from pixelwise.inference import OUTPUT_KINDS, collect_images, plan_outputs, predict_file
     from pixelwise.inference.optimize import optimize_for_inference
-    from pixelwise.inference.runtime import onnxruntime_model
+    from pixelwise.inference.runtime import with_backend
     from pixelwise.report.palette import class_palette
 
     if args.backend == "onnxruntime" and args.device == "cuda":
         raise ValueError("--backend onnxruntime runs on the CPU: drop --device cuda")
     device = "cpu" if args.backend == "onnxruntime" else _device(args.device)
     model, checkpoint = load_model(args.checkpoint, device=device)
-    model = optimize_for_inference(model, inplace=True)  # once, not per image
-    if args.backend == "onnxruntime":
-        try:
-            model = onnxruntime_model(model)  # one export per tile shape, reused across images
-        except ImportError as exc:  # the optional package: one line, like other user errors
-            raise ValueError(str(exc)) from None
+    try:
+        # Optimised once, not per image; ONNX Runtime exports once per tile shape.
+        model = with_backend(optimize_for_inference(model, inplace=True), args.backend)
+    except ImportError as exc:  # the optional package: one line, like other user errors
+        raise ValueError(str(exc)) from None
     plan = plan_outputs(collect_images(args.images), args.out, overwrite=args.overwrite)
     palette = class_palette(checkpoint.class_names)
     for image, paths in tqdm(plan, desc="predict", unit="image", disable=None):

@@ -269,6 +269,30 @@ def _import_onnx() -> ModuleType:
     return onnx
 
 
+def onnx_bytes(
+    module: nn.Module,
+    example: torch.Tensor,
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+) -> bytes:
+    """``module`` traced at ``example`` and serialised as an ONNX graph (input ``images``,
+    output ``logits``; the axes in ``dynamic_axes`` left free), in memory."""
+    buffer = io.BytesIO()
+    with _quiet_tracing(), torch.no_grad():
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes=dynamic_axes,
+        )
+    return buffer.getvalue()
+
+
 def _write_onnx(
     module: nn.Module,
     example: torch.Tensor,
@@ -284,19 +308,8 @@ def _write_onnx(
     if dynamic:
         out_h, out_w = ("H_out", "W_out") if shrinks else ("H", "W")
         axes = {"images": {0: "N", 2: "H", 3: "W"}, "logits": {0: "N", 2: out_h, 3: out_w}}
-    buffer = io.BytesIO()
-    with _quiet_tracing(), torch.no_grad():
-        torch.onnx.export(
-            module,
-            (example,),
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_axes=axes,
-        )
-    graph = onnx.load_from_string(buffer.getvalue())
+    serialized = onnx_bytes(module, example, opset=opset, dynamic_axes=axes)
+    graph = onnx.load_from_string(serialized)
     entry = graph.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
     onnx.checker.check_model(graph)

@@ -19,15 +19,14 @@ gradients; logits equal PyTorch's to float rounding (tests pin 1e-4 of the logit
 
 from __future__ import annotations
 
-import io
 from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 
-from pixelwise._checks import check_positive_int, message
-from pixelwise.inference.export import DEFAULT_OPSET, _quiet_tracing, export_module
+from pixelwise._checks import check_choice, check_positive_int, message
+from pixelwise.inference.export import export_module, onnx_bytes
 from pixelwise.inference.optimize import OPTIMIZED_ATTRIBUTE, optimize_for_inference
 
 BACKENDS = ("torch", "onnxruntime")
@@ -91,21 +90,11 @@ class OnnxRuntimeModel(nn.Module):
         return self._sessions[shape]
 
     def _export(self, shape: tuple[int, int, int]) -> Any:
-        example = torch.zeros(1, *shape)
-        buffer = io.BytesIO()
         folded = export_module(optimize_for_inference(self.model, channels_last=False))
-        with _quiet_tracing(), torch.no_grad():
-            torch.onnx.export(
-                folded,
-                (example,),
-                buffer,
-                dynamo=False,
-                opset_version=DEFAULT_OPSET,
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_axes={"images": {0: "N"}, "logits": {0: "N"}},
-            )
-        del folded
+        graph = onnx_bytes(
+            folded, torch.zeros(1, *shape), dynamic_axes={"images": {0: "N"}, "logits": {0: "N"}}
+        )
+        del folded  # the session holds its own copy of the weights
         options = self._ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
         # Idle threads sleep instead of spinning, leaving the cores to the rest of the work.
@@ -113,7 +102,6 @@ class OnnxRuntimeModel(nn.Module):
         # No memory arena: freed activations go back to the system rather than staying
         # reserved for the session (peak memory measured in benchmarks/inference.py).
         options.enable_cpu_mem_arena = False
-        graph, buffer = buffer.getvalue(), None
         return self._ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -148,8 +136,6 @@ def onnxruntime_model(model: nn.Module, *, threads: int | None = None) -> OnnxRu
 def with_backend(model: nn.Module, backend: str) -> nn.Module:
     """``model`` for the named backend: ``"torch"`` (optimised for inference) or
     ``"onnxruntime"`` (wrapped by :func:`onnxruntime_model`)."""
-    from pixelwise._checks import check_choice
-
     check_choice("backend", backend, BACKENDS)
     if backend == "onnxruntime":
         return onnxruntime_model(model)
