@@ -224,6 +224,32 @@ def train_all(
     return done
 
 
+def common_overrides(args: argparse.Namespace, smoke: Sequence[str]) -> list[str]:
+    """The overrides every model of a benchmark gets: the budget, ``smoke`` with --smoke, and
+    the user's --set values."""
+    return budget_overrides(args.minutes) + (list(smoke) if args.smoke else []) + args.set
+
+
+def report_header(
+    name: str,
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    config: Path,
+    overrides: object,
+) -> dict[str, object]:
+    """What every benchmark's JSON starts with: the command, budget, config and overrides."""
+    return {
+        "benchmark": name,
+        "command": " ".join([f"benchmarks/{name}.py", *(sys.argv[1:] if argv is None else argv)]),
+        "smoke": args.smoke,
+        "budget_minutes": args.minutes,
+        "config": str(config.relative_to(ROOT)),
+        "overrides": overrides,
+        "jobs": args.jobs,
+        "threads_per_training": threads_per_job(args.jobs),
+    }
+
+
 def without_nan(value: object) -> object:
     """JSON has no NaN: undefined numbers become null; tuples become lists."""
     if isinstance(value, Mapping):

@@ -135,7 +135,7 @@ def plot(out: Path, final: Mapping[str, Mapping]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "camvid", __doc__.splitlines()[0], argv)
-    common = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else []) + args.set
+    common = _runs.common_overrides(args, SMOKE)
     overrides = {k: [*common, f"model.options.decoder={d}"] for k, d in DECODERS.items()}
     runs = _runs.train_all(overrides, CONFIG, args.out, args.data, args.jobs)
     start = time.perf_counter()
@@ -145,20 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     save_overlays(args.out, runs, dataset)
     plot(args.out, final)
     report = {
-        "benchmark": NAME,
-        "command": " ".join(
-            ["benchmarks/camvid_decoders.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
-        "smoke": args.smoke,
-        "budget_minutes": args.minutes,
-        "config": str(CONFIG.relative_to(_runs.ROOT)),
-        "overrides": overrides,
+        **_runs.report_header(NAME, args, argv, CONFIG, overrides),
         "paper": PAPER,
         "goal": GOAL,
         "evaluated_at": "val/ at 180×240 (data.scale 0.5)",
         "train": {k: run.summary() for k, run in runs.items()},
-        "jobs": args.jobs,
-        "threads_per_training": _runs.threads_per_job(args.jobs),
         "evaluate_seconds": round(time.perf_counter() - start, 1),
         "results": results,
     }

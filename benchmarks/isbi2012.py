@@ -160,19 +160,12 @@ def evaluate(run: _runs.Run, minutes: float, out: Path, slices: int | None) -> d
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "isbi2012", __doc__.splitlines()[0], argv)
-    overrides = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else []) + args.set
+    overrides = _runs.common_overrides(args, SMOKE)
     run = _runs.train("unet", CONFIG, overrides, args.out, args.data)
     start = time.perf_counter()
     results = evaluate(run, args.minutes, args.out, SMOKE_SLICES if args.smoke else None)
     report = {
-        "benchmark": NAME,
-        "command": " ".join(
-            ["benchmarks/isbi2012.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "smoke": args.smoke,
-        "budget_minutes": args.minutes,
-        "config": str(CONFIG.relative_to(_runs.ROOT)),
-        "overrides": overrides,
+        **_runs.report_header(NAME, args, argv, CONFIG, overrides),
         "paper": PAPER,
         "goal": GOAL,
         "train": run.summary(),

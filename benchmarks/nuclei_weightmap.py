@@ -171,24 +171,15 @@ def evaluate(runs: Mapping[str, _runs.Run], data: Path, out: Path) -> dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "nuclei", __doc__.splitlines()[0], argv)
-    common = _runs.budget_overrides(args.minutes) + (SMOKE if args.smoke else []) + args.set
+    common = _runs.common_overrides(args, SMOKE)
     specs = {label: [*common, *extra] for label, extra in LOSSES.items()}
     runs = _runs.train_all(specs, CONFIG, args.out, args.data, args.jobs)
     start = time.perf_counter()
     results = evaluate(runs, args.data, args.out)
     report = {
-        "benchmark": NAME,
-        "command": " ".join(
-            ["benchmarks/nuclei_weightmap.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
-        "smoke": args.smoke,
-        "budget_minutes": args.minutes,
-        "config": str(CONFIG.relative_to(_runs.ROOT)),
-        "overrides": {label: [*common, *extra] for label, extra in LOSSES.items()},
+        **_runs.report_header(NAME, args, argv, CONFIG, specs),
         "weight_map": {"w0": 10.0, "sigma": 5.0},
         "train": {label: run.summary() for label, run in runs.items()},
-        "jobs": args.jobs,
-        "threads_per_training": _runs.threads_per_job(args.jobs),
         "evaluate_seconds": round(time.perf_counter() - start, 1),
         "results": results,
     }
