@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from ddp_runs import train_two_ranks
 from pixelwise.config import RunConfig
 from pixelwise.engine import distributed
 from pixelwise.engine.checkpoint import load_checkpoint
 from pixelwise.engine.trainer import Trainer
-
-# Each rank runs as its own interpreter with one torch thread: the CLI, as torchrun would run it.
-WORKER = """
-import sys, torch
-torch.set_num_threads(1)
-from pixelwise.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def test_context_reads_the_launcher_environment(monkeypatch):
@@ -75,12 +65,6 @@ def test_launch_runs_torchrun_on_this_interpreter(monkeypatch):
         distributed.launch(["train"], 0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.ddp
 def test_two_processes_validate_exactly_like_one(tmp_path: Path):
@@ -95,32 +79,7 @@ def test_two_processes_validate_exactly_like_one(tmp_path: Path):
         "train.device=cpu",
         "train.overlays=1",
     ]
-    argv = ["train", *(a for o in overrides for a in ("--set", o)), "--out-dir", str(out)]
-    port = str(_free_port())
-    procs = []
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", WORKER, *argv],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    outputs = []
-    for proc in procs:
-        output, _ = proc.communicate(timeout=240)
-        outputs.append(output.decode())
-        assert proc.returncode == 0, output.decode()[-3000:]
+    outputs = train_two_ranks(overrides, out)
     runs = list(out.iterdir())
     assert len(runs) == 1  # rank 0 made one folder, both ranks used it
     assert "run folder:" in outputs[0] and "run folder:" not in outputs[1]

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import RandomSampler
 
+from ddp_runs import train_two_ranks
 from pixelwise.engine.checkpoint import load_checkpoint, load_model
 from pixelwise.engine.trainer import ResumableSampler, Trainer, TrainingClock, snapshot_name
 
@@ -166,21 +163,6 @@ def test_resumable_sampler_skips_within_the_same_order():
     assert sampler.skip == 0 and len(sampler) == 10  # one pass only
 
 
-# Each rank runs as its own interpreter with one torch thread, as torchrun would run it.
-WORKER = """
-import sys, torch
-torch.set_num_threads(1)
-from pixelwise.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.ddp
 def test_two_processes_stop_at_the_same_iteration(tmp_path: Path):
@@ -199,30 +181,7 @@ def test_two_processes_stop_at_the_same_iteration(tmp_path: Path):
         "train.time_limit_minutes=1e-6",
         "train.snapshot_minutes=[1e-7]",
     ]
-    argv = ["train", *(a for o in overrides for a in ("--set", o)), "--out-dir", str(out)]
-    port = str(_free_port())
-    procs = []
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", WORKER, *argv],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    for proc in procs:
-        output, _ = proc.communicate(timeout=240)
-        assert proc.returncode == 0, output.decode()[-3000:]
+    train_two_ranks(overrides, out)
     (run,) = out.iterdir()
     last = load_checkpoint(run / "last.pt")
     assert last.training["world_size"] == 2 and last.training["position"]["batch"] == 1
