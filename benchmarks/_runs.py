@@ -169,7 +169,8 @@ def train(label: str, config: Path, overrides: Sequence[str], out: Path, data: P
     """``pixelwise train CONFIG --set data.root=DATA --set ... --out-dir OUT/runs/LABEL``.
 
     Raises:
-        RuntimeError: the command failed (its one-line error is on stderr).
+        SystemExit: the command failed: its one-line error is on stderr, and the script stops
+            with status 2 and no traceback.
     """
     argv, parent = _train_argv(label, config, overrides, out, data)
     before = _children(parent)
@@ -177,7 +178,8 @@ def train(label: str, config: Path, overrides: Sequence[str], out: Path, data: P
     status = pixelwise_main(argv)
     wall = time.perf_counter() - start
     if status != 0:
-        raise RuntimeError(f"pixelwise {' '.join(argv)} exited with status {status}")
+        print(f"{label}: pixelwise train exited with status {status}", file=sys.stderr)
+        raise SystemExit(2)
     return _finished_run(label, parent, before, wall)
 
 
@@ -197,7 +199,8 @@ def train_all(
     ``OUT/runs/LABEL.log``): the same budget, each run on a share of the machine.
 
     Raises:
-        RuntimeError: a training failed (the end of its log in the message).
+        SystemExit: a training failed: the end of its log is printed, the script stops with
+            status 2.
     """
     if jobs <= 1:
         return {label: train(label, config, o, out, data) for label, o in runs.items()}
@@ -219,7 +222,10 @@ def train_all(
             log.close()
             if status != 0:
                 tail = (out / "runs" / f"{label}.log").read_text()[-2000:]
-                raise RuntimeError(f"training {label} exited with status {status}:\n{tail}")
+                print(
+                    f"{tail}\n{label}: pixelwise train exited with status {status}", file=sys.stderr
+                )
+                raise SystemExit(2)
             done[label] = _finished_run(label, parent, before, wall)
     return done
 
