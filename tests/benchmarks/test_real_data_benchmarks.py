@@ -82,13 +82,21 @@ def test_nuclei_weightmap_smoke(tmp_path):
     assert list(results) == ["cross_entropy", "weight_map"]
     assert "loss.name=ce" in report["overrides"]["cross_entropy"]
     assert "loss.name=ce" not in report["overrides"]["weight_map"]
-    for scores in results.values():
-        assert sorted(scores["per_image"]) == sorted(val_ids)  # the manifest's validation split
-        assert 0.0 <= scores["f1"] <= 1.0 and 0.0 <= scores["rand_error"] <= 1.0
-        assert scores["merges"] >= 0 and scores["tp"] + scores["fn"] == scores["objects"]
+    for marks in results.values():
+        assert list(marks)[:3] == ["2.5e-05 min", "5e-05 min", "0.0001 min"]
+        for scores in marks.values():
+            assert sorted(scores["per_image"]) == sorted(val_ids)  # the manifest's val split
+            assert 0.0 <= scores["f1"] <= 1.0 and 0.0 <= scores["rand_error"] <= 1.0
+            assert scores["merges"] >= 0 and scores["tp"] + scores["fn"] == scores["objects"]
+            pairs = [scores[k] for k in ("pairs_separated", "pairs_merged", "pairs_undetected")]
+            assert sum(pairs) == scores["touching_pairs"] > 0  # the split has touching nuclei
     assert len(list((tmp_path / "overlays").iterdir())) == 3
     for name in ("scores.png", "objects.png"):
         assert (tmp_path / name).stat().st_size > 0
+    # --rescore scores the same run folders again, training nothing, and keeps the wall times.
+    again = run_script("nuclei_weightmap", tmp_path, "--rescore")
+    assert again["rescored"] is True and again["train"] == report["train"]
+    assert again["results"] == report["results"]
 
 
 def camvid_view(source: Path, target: Path, train: int = 8, val: int = 4) -> Path:

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from pixelwise.metrics import DSB_THRESHOLDS, match_objects, mean_average_precision
+from pixelwise.metrics import (
+    DSB_THRESHOLDS,
+    TouchingPairs,
+    match_objects,
+    mean_average_precision,
+    touching_label_pairs,
+    touching_pairs,
+)
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 NUCLEI = DATA / "nuclei" / "instances"
@@ -184,3 +191,66 @@ def test_real_nuclei_merge_of_two_touching_nuclei() -> None:
     n = len(np.unique(gt)) - 1
     assert m.false_negatives in (1, 2) and m.true_positives == n - m.false_negatives
     assert m.f1 < 1.0
+
+
+def test_touching_pairs_merged_separated_and_undetected() -> None:
+    gt = two_touching_nuclei()
+    assert touching_label_pairs(gt).tolist() == [[1, 2]]
+    merged = touching_pairs(gt, np.where(gt > 0, 4, 0))
+    assert (merged.pairs, merged.separated, merged.merged, merged.undetected) == (1, 0, 1, 0)
+    assert merged.separation_rate == 0.0
+    apart = np.select([gt == 1, gt == 2], [3, 9], 0)
+    apart[:, 6] = 0  # a one-pixel gap: nucleus 1 keeps 25 of its 30 pixels
+    assert touching_pairs(gt, apart) == TouchingPairs(1, 1, 0, 0)
+    assert touching_pairs(gt, apart).separation_rate == 1.0
+    missed = np.where(gt == 1, 3, 0)
+    missed[3, 7:9] = 5  # 2 of nucleus 2's 10 pixels: below min_fraction, no owner
+    assert touching_pairs(gt, missed) == TouchingPairs(1, 0, 0, 1)
+    assert math.isnan(touching_pairs(gt, missed).separation_rate)
+    assert touching_pairs(gt, missed, min_fraction=0.2) == TouchingPairs(1, 1, 0, 0)
+
+
+def test_touching_means_within_the_chessboard_distance() -> None:
+    gt = np.zeros((7, 9), np.int64)
+    gt[1:3, 1:3] = 1
+    gt[3:5, 3:5] = 2  # diagonal neighbour of 1 (8-connected)
+    gt[1:3, 6:8] = 3  # chessboard distance 2 from 2 ((3, 4) to (2, 6)), 4 from 1
+    assert touching_label_pairs(gt).tolist() == [[1, 2]]
+    assert touching_label_pairs(gt, distance=2).tolist() == [[1, 2], [2, 3]]
+    assert touching_label_pairs(gt, distance=4).tolist() == [[1, 2], [1, 3], [2, 3]]
+    with pytest.raises(ValueError, match="distance"):
+        touching_label_pairs(gt, distance=0)
+
+
+def _pairs_by_loop(labels: np.ndarray, distance: int) -> list[list[int]]:
+    found = set()
+    h, w = labels.shape
+    for y, x in zip(*np.nonzero(labels), strict=True):
+        for yy in range(max(0, y - distance), min(h, y + distance + 1)):
+            for xx in range(max(0, x - distance), min(w, x + distance + 1)):
+                a, b = int(labels[y, x]), int(labels[yy, xx])
+                if b and a != b:
+                    found.add((min(a, b), max(a, b)))
+    return [list(p) for p in sorted(found)]
+
+
+@pytest.mark.parametrize("distance", [1, 2, 3])
+def test_touching_label_pairs_match_a_pixel_loop(distance: int) -> None:
+    rng = np.random.default_rng(distance)
+    labels = rng.integers(0, 6, size=(12, 15)) * (rng.random((12, 15)) < 0.3)
+    assert touching_label_pairs(labels, distance).tolist() == _pairs_by_loop(labels, distance)
+
+
+def test_touching_pairs_on_real_nuclei() -> None:
+    if not NUCLEI.is_dir():
+        pytest.skip("shared nuclei data not present")
+    from PIL import Image
+
+    for path in sorted(NUCLEI.glob("*.png")):
+        gt = np.asarray(Image.open(path)).astype(np.int64)
+        n = len(touching_label_pairs(gt))
+        if n:
+            break
+    assert n > 0, "no nuclei image with touching objects"
+    assert touching_pairs(gt, gt) == TouchingPairs(n, n, 0, 0)
+    assert touching_pairs(gt, np.where(gt > 0, 1, 0)) == TouchingPairs(n, 0, n, 0)

@@ -4,7 +4,8 @@
 - :func:`boundary_f1`: the BF contour score.
 - :func:`isbi_scores`, :func:`maximal_isbi_scores`, :func:`membrane_to_segments`: Rand and
   information-theoretic scores of label images, as in the ISBI 2012 challenge.
-- :func:`match_objects`, :func:`mean_average_precision`: touching instances, merges, splits.
+- :func:`match_objects`, :func:`mean_average_precision`: touching instances, merges, splits;
+  :func:`touching_pairs`: how many touching pairs a prediction kept apart.
 """
 
 from pixelwise.metrics.boundary import boundary_f1, boundary_f1_scores, class_boundary
@@ -22,9 +23,12 @@ from pixelwise.metrics.objects import (
     DSB_THRESHOLDS,
     ObjectMatch,
     Overlaps,
+    TouchingPairs,
     match_objects,
     mean_average_precision,
     object_overlaps,
+    touching_label_pairs,
+    touching_pairs,
 )
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "ObjectMatch",
     "Overlaps",
     "ThresholdSearch",
+    "TouchingPairs",
     "boundary_f1",
     "boundary_f1_scores",
     "class_boundary",
@@ -45,4 +50,6 @@ __all__ = [
     "membrane_to_segments",
     "object_overlaps",
     "pixel_error",
+    "touching_label_pairs",
+    "touching_pairs",
 ]

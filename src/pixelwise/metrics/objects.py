@@ -20,6 +20,15 @@ be consecutive). Rules:
 The area fraction is taken on the object being absorbed, so a merge needs most of each merged
 nucleus inside the one prediction, and a split needs each fragment to lie mostly inside the one
 nucleus, whatever the size of the other side.
+
+Touching pairs (``touching_pairs``) ask the question the U-Net weight map is for directly: of the
+ground-truth objects that touch (a pixel of each within ``distance`` pixels of the other in the
+chessboard metric; 1 = 8-neighbours), how many pairs did the prediction keep apart? Each object's
+*owner* is the predicted object covering the most of it, if that is at least ``min_fraction`` of
+its area (else the object has no owner). A pair is *merged* when both objects have the same
+owner (that prediction is then a merge in the sense above), *separated* when both have owners
+and they differ, and *undetected* when either has none; the separation rate is
+separated / (separated + merged).
 """
 
 from __future__ import annotations
@@ -175,3 +184,84 @@ def mean_average_precision(
     total = iou.shape[0] + iou.shape[1]
     scores = [_nan_ratio(int(np.sum(iou > t)), total - int(np.sum(iou > t))) for t in thresholds]
     return float(np.mean(scores))
+
+
+@dataclass(frozen=True)
+class TouchingPairs:
+    """What became of the touching ground-truth pairs of one image (see the module rules)."""
+
+    pairs: int
+    separated: int
+    merged: int
+    undetected: int
+
+    @property
+    def separation_rate(self) -> float:
+        """separated / (separated + merged); NaN when no pair was detected."""
+        return _nan_ratio(self.separated, self.separated + self.merged)
+
+
+def touching_label_pairs(labels: np.ndarray, distance: int = 1) -> np.ndarray:
+    """The distinct pairs of objects with pixels within ``distance`` of each other (chessboard).
+
+    Returns:
+        (M, 2) int64 array of label pairs ``(a, b)`` with ``0 < a < b``, sorted by rows.
+
+    Shape:
+        labels: (H, W) integer label image, 0 = background.
+    """
+    labels = label_image(labels, "instances")
+    if isinstance(distance, bool) or not isinstance(distance, int) or distance < 1:
+        raise ValueError(message("distance", "be an int >= 1", repr(distance)))
+    h, w = labels.shape
+    found = [np.zeros((0, 2), np.int64)]
+    # Half of the offsets in the (2d + 1)² square: each unordered pixel pair is seen once.
+    for dy in range(0, distance + 1):
+        for dx in range(-distance, distance + 1):
+            if (dy == 0 and dx <= 0) or dy >= h or abs(dx) >= w:
+                continue
+            a = labels[: h - dy, max(0, -dx) : w - max(0, dx)]
+            b = labels[dy:, max(0, dx) : w - max(0, -dx)]
+            near = (a > 0) & (b > 0) & (a != b)
+            if near.any():
+                first, second = a[near], b[near]
+                found.append(np.stack([np.minimum(first, second), np.maximum(first, second)], 1))
+    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+
+
+def touching_pairs(
+    gt: np.ndarray | torch.Tensor,
+    pred: np.ndarray | torch.Tensor,
+    *,
+    distance: int = 1,
+    min_fraction: float = 0.5,
+) -> TouchingPairs:
+    """Count the touching ground-truth pairs that ``pred`` separated, merged or missed.
+
+    Args:
+        gt: ground-truth instances, 0 = background.
+        pred: predicted instances, 0 = background.
+        distance: two objects touch when a pixel of each lies within this chessboard distance
+            (1: 8-neighbours, as adjacent labels of touching nuclei are).
+        min_fraction: share of an object's area its owner must cover.
+
+    Shape:
+        gt, pred: (H, W) integer label images of one shape.
+    """
+    min_fraction = _check_fraction("min_fraction", min_fraction, 0.0, low_inclusive=False)
+    overlaps = object_overlaps(gt, pred)
+    pairs = touching_label_pairs(label_image(gt, "ground-truth instances"), distance)
+    if len(pairs) == 0:
+        return TouchingPairs(0, 0, 0, 0)
+    owner = np.full(overlaps.gt_labels.size, -1, np.int64)
+    if overlaps.pred_labels.size:
+        best = overlaps.intersection.argmax(axis=1)  # (G,)
+        covered = overlaps.intersection[np.arange(best.size), best]
+        owned = (covered > 0) & (covered >= min_fraction * overlaps.gt_areas)
+        owner[owned] = best[owned]
+    # gt_labels is sorted (np.unique), so searchsorted maps each label to its row.
+    first, second = (owner[np.searchsorted(overlaps.gt_labels, pairs[:, k])] for k in (0, 1))
+    detected = (first >= 0) & (second >= 0)
+    merged = int(np.sum(detected & (first == second)))
+    separated = int(np.sum(detected)) - merged
+    return TouchingPairs(len(pairs), separated, merged, len(pairs) - separated - merged)
