@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import os
 import platform
@@ -117,6 +118,11 @@ def parse_args(
         type=int,
         default=1,
         help="trainings at once, each with cores/jobs threads (default 1: one after another)",
+    )
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="train nothing: score the newest finished run of each model under OUT/runs/ again",
     )
     args = parser.parse_args(argv)
     if args.minutes is None:
@@ -230,6 +236,62 @@ def train_all(
     return done
 
 
+def _previous_walls(report: Path) -> dict[str, float]:
+    """Wall seconds by run folder from an earlier report of the benchmark, if there is one."""
+    try:
+        train_section = json.loads(report.read_text())["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if isinstance(train_section, Mapping) and "run_dir" in train_section:
+        train_section = {"": train_section}  # a one-model benchmark
+    walls = {}
+    for entry in train_section.values() if isinstance(train_section, Mapping) else ():
+        if isinstance(entry, Mapping) and isinstance(entry.get("wall_seconds"), int | float):
+            walls[str(entry.get("run_dir"))] = float(entry["wall_seconds"])
+    return walls
+
+
+def newest_run(label: str, out: Path, minutes: float, walls: Mapping[str, float]) -> Run:
+    """The newest finished run (one with ``last.pt``) under ``OUT/runs/LABEL/``.
+
+    Raises:
+        SystemExit: there is none, or it was trained with another budget than ``minutes``:
+            a one-line message, status 2.
+    """
+    parent = out / "runs" / label
+    done = [
+        p for p in _children(parent) if (p / "last.pt").is_file() and (p / "metrics.csv").is_file()
+    ]
+    if not done:
+        print(
+            f"{parent}: no finished run to rescore (train first, without --rescore)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    run_dir = max(done, key=lambda p: (p / "last.pt").stat().st_mtime)
+    budget = float(load_checkpoint(run_dir / "last.pt").config["train"]["time_limit_minutes"])
+    if not math.isclose(budget, minutes):
+        print(
+            f"{run_dir}: trained with a {budget:g}-minute budget; rescore it with --minutes {budget:g}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    with (run_dir / "metrics.csv").open(newline="") as stream:
+        last_row = list(csv.DictReader(stream))[-1]
+    return Run(label, run_dir, walls.get(str(run_dir), math.nan), last_row)
+
+
+def runs_for(
+    args: argparse.Namespace, name: str, runs: Mapping[str, Sequence[str]], config: Path
+) -> dict[str, Run]:
+    """Train each ``label -> overrides`` (:func:`train_all`, ``args.jobs`` at a time), or with
+    ``--rescore`` take the newest finished run of each label (wall times from the last report)."""
+    if not args.rescore:
+        return train_all(runs, config, args.out, args.data, args.jobs)
+    walls = _previous_walls(args.out / f"{name}.json")
+    return {label: newest_run(label, args.out, args.minutes, walls) for label in runs}
+
+
 def common_overrides(args: argparse.Namespace, smoke: Sequence[str]) -> list[str]:
     """The overrides every model of a benchmark gets: the budget, ``smoke`` with --smoke, and
     the user's --set values."""
@@ -253,6 +315,7 @@ def report_header(
         "overrides": overrides,
         "jobs": args.jobs,
         "threads_per_training": threads_per_job(args.jobs),
+        "rescored": args.rescore,
     }
 
 

@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "camvid", __doc__.splitlines()[0], argv)
     common = _runs.common_overrides(args, SMOKE)
     overrides = {k: [*common, f"model.options.decoder={d}"] for k, d in DECODERS.items()}
-    runs = _runs.train_all(overrides, CONFIG, args.out, args.data, args.jobs)
+    runs = _runs.runs_for(args, NAME, overrides, CONFIG)
     start = time.perf_counter()
     dataset = half_resolution_val(load_checkpoint(runs["segnet_basic"].run_dir / "last.pt").config)
     results = {k: evaluate_run(run, args.minutes, dataset) for k, run in runs.items()}

@@ -161,7 +161,7 @@ def evaluate(run: _runs.Run, minutes: float, out: Path, slices: int | None) -> d
 def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "isbi2012", __doc__.splitlines()[0], argv)
     overrides = _runs.common_overrides(args, SMOKE)
-    run = _runs.train("unet", CONFIG, overrides, args.out, args.data)
+    run = _runs.runs_for(args, NAME, {"unet": overrides}, CONFIG)["unet"]
     start = time.perf_counter()
     results = evaluate(run, args.minutes, args.out, SMOKE_SLICES if args.smoke else None)
     report = {

@@ -5,11 +5,13 @@ the same seed, data and time budget: with plain cross entropy and with cross ent
 by the U-Net weight map (w0 = 10, σ = 5). Each model's validation predictions become
 instances (4-connected components of the object class) and are scored against the true
 nuclei: matched-object F1 at IoU 0.5, merged and split objects
-(:func:`pixelwise.metrics.match_objects`), the foreground-restricted Rand error
-(:func:`pixelwise.metrics.isbi_scores`) and the Data Science Bowl mean average precision.
+(:func:`pixelwise.metrics.match_objects`), the touching true pairs kept apart
+(:func:`pixelwise.metrics.touching_pairs`), the foreground-restricted Rand error
+(:func:`pixelwise.metrics.isbi_scores`) and the Data Science Bowl mean average precision, for
+the snapshots at a quarter, half and all of the budget.
 
     .venv/bin/python benchmarks/nuclei_weightmap.py [--minutes 60] [--out DIR] [--data DIR]
-        [--smoke]
+        [--smoke] [--jobs N] [--set SECTION.KEY=VALUE] [--rescore]
 
 Writes ``OUT/nuclei_weightmap.json``, ``OUT/scores.png``, ``OUT/objects.png`` and
 ``OUT/overlays/ID.png`` (image | true nuclei | plain cross entropy | weight map, each object
@@ -32,7 +34,7 @@ import _runs
 from pixelwise import load_checkpoint, load_model, predict_mask
 from pixelwise._files import save_png_atomic
 from pixelwise.inference import evaluation_dataset
-from pixelwise.metrics import isbi_scores, match_objects, mean_average_precision
+from pixelwise.metrics import isbi_scores, match_objects, mean_average_precision, touching_pairs
 from pixelwise.report.overlay import class_colors, to_rgb
 
 NAME = "nuclei_weightmap"
@@ -47,6 +49,14 @@ SMOKE = [
 ]
 OVERLAYS = 3  # validation images drawn, evenly spaced
 OBJECT = 1  # class index of nuclei
+COLUMNS = {  # printed table: result key -> heading
+    "f1": "F1@0.5",
+    "merges": "merged",
+    "splits": "split",
+    "separation_rate": "pairs apart",
+    "rand_error": "Rand error",
+    "map": "mAP",
+}
 
 
 def instances(mask: np.ndarray) -> np.ndarray:
@@ -71,6 +81,16 @@ def predict_instances(path: Path, dataset: object) -> dict[str, np.ndarray]:
     return found
 
 
+PAIR_KEYS = ("touching_pairs", "pairs_separated", "pairs_merged", "pairs_undetected")
+
+
+def _pair_counts(truth: np.ndarray, pred: np.ndarray) -> dict[str, int]:
+    """What became of the touching true nuclei (8-neighbours): kept apart, merged, missed."""
+    pairs = touching_pairs(truth, pred)
+    values = (pairs.pairs, pairs.separated, pairs.merged, pairs.undetected)
+    return dict(zip(PAIR_KEYS, values, strict=True))
+
+
 def score(truths: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray]) -> dict:
     """Pooled object counts and F1 at IoU 0.5, merges, splits; image means of the rest."""
     per_image = {}
@@ -87,9 +107,12 @@ def score(truths: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray]) -> 
             "f1": match.f1,
             "rand_error": isbi_scores(truth, preds[sample_id]).rand_error,
             "map": mean_average_precision(truth, preds[sample_id]),
+            **_pair_counts(truth, preds[sample_id]),
         }
     rows = per_image.values()
     tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
+    pairs = {k: sum(r[k] for r in rows) for k in PAIR_KEYS}
+    apart = pairs["pairs_separated"] + pairs["pairs_merged"]
     return {
         "f1": 2 * tp / max(2 * tp + fp + fn, 1),
         "tp": tp,
@@ -98,6 +121,8 @@ def score(truths: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray]) -> 
         "merges": sum(r["merges"] for r in rows),
         "splits": sum(r["splits"] for r in rows),
         "objects": sum(r["objects"] for r in rows),
+        **pairs,
+        "separation_rate": pairs["pairs_separated"] / apart if apart else None,
         "rand_error": float(np.mean([r["rand_error"] for r in rows])),
         "mean_f1": float(np.nanmean([r["f1"] for r in rows])),
         "map": float(np.nanmean([r["map"] for r in rows])),
@@ -140,8 +165,8 @@ def plot(out: Path, results: Mapping[str, Mapping]) -> None:
     labels = list(results)
     _runs.bar_chart(
         out / "scores.png",
-        ["F1 @ IoU 0.5", "Rand error", "mAP (DSB)"],
-        {k: [r["f1"], r["rand_error"], r["map"]] for k, r in results.items()},
+        ["F1 @ IoU 0.5", "touching pairs kept apart", "Rand error", "mAP (DSB)"],
+        {k: [r["f1"], r["separation_rate"], r["rand_error"], r["map"]] for k, r in results.items()},
         title="Touching nuclei, validation split: plain vs weighted cross entropy",
         ylabel="score",
     )
@@ -154,18 +179,29 @@ def plot(out: Path, results: Mapping[str, Mapping]) -> None:
     )
 
 
-def evaluate(runs: Mapping[str, _runs.Run], data: Path, out: Path) -> dict[str, dict]:
-    """Score each run's end-of-budget weights (last.pt) on the validation split."""
+def evaluate(
+    runs: Mapping[str, _runs.Run], budget: float, data: Path, out: Path
+) -> dict[str, dict[str, dict]]:
+    """Score each run's snapshots (15, 30 and 60 minutes of 60) and its end-of-budget weights
+    on the validation split; overlays and plots show the end of the budget."""
     first = next(iter(runs.values())).run_dir / "last.pt"
     dataset = evaluation_dataset(load_checkpoint(first).config["data"], "val")
     ids = [dataset.sample_id(i) for i in range(len(dataset))]
     truths = {sample_id: true_instances(data, sample_id) for sample_id in ids}
-    predictions = {
-        k: predict_instances(run.run_dir / "last.pt", dataset) for k, run in runs.items()
-    }
-    save_overlays(out, dataset, truths, predictions)
-    results = {k: score(truths, preds) for k, preds in predictions.items()}
-    plot(out, results)
+    results, final = {}, {}
+    for label, run in runs.items():
+        results[label], scored = {}, {}
+        for mark, (path, iteration) in run.checkpoints(budget).items():
+            if iteration not in scored:
+                scored[iteration] = predict_instances(path, dataset)
+            results[label][mark] = {
+                "checkpoint": str(path),
+                "iteration": iteration,
+                **score(truths, scored[iteration]),
+            }
+        final[label] = scored[run.iterations]  # checkpoints() always hold the last iteration
+    save_overlays(out, dataset, truths, final)
+    plot(out, {label: list(r.values())[-1] for label, r in results.items()})
     return results
 
 
@@ -173,9 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "nuclei", __doc__.splitlines()[0], argv)
     common = _runs.common_overrides(args, SMOKE)
     specs = {label: [*common, *extra] for label, extra in LOSSES.items()}
-    runs = _runs.train_all(specs, CONFIG, args.out, args.data, args.jobs)
+    runs = _runs.runs_for(args, NAME, specs, CONFIG)
     start = time.perf_counter()
-    results = evaluate(runs, args.data, args.out)
+    results = evaluate(runs, args.minutes, args.data, args.out)
     report = {
         **_runs.report_header(NAME, args, argv, CONFIG, specs),
         "weight_map": {"w0": 10.0, "sigma": 5.0},
@@ -188,10 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Touching nuclei, validation split, {args.minutes:g} min per model (smoke: {args.smoke})"
     )
     _runs.print_table(
-        ["loss", "F1@0.5", "merged", "split", "Rand error", "mAP", "iterations"],
+        ["loss", "checkpoint", "iteration", *COLUMNS.values()],
         [
-            [k, r["f1"], r["merges"], r["splits"], r["rand_error"], r["map"], runs[k].iterations]
-            for k, r in results.items()
+            [k, mark, r["iteration"], *(r[c] for c in COLUMNS)]
+            for k, marks in results.items()
+            for mark, r in marks.items()
         ],
     )
     print(f"wrote {path}")
