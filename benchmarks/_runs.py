@@ -269,12 +269,14 @@ def newest_run(label: str, out: Path, minutes: float, walls: Mapping[str, float]
         )
         raise SystemExit(2)
     run_dir = max(done, key=lambda p: (p / "last.pt").stat().st_mtime)
-    budget = float(load_checkpoint(run_dir / "last.pt").config["train"]["time_limit_minutes"])
-    if not math.isclose(budget, minutes):
-        print(
-            f"{run_dir}: trained with a {budget:g}-minute budget; rescore it with --minutes {budget:g}",
-            file=sys.stderr,
+    budget = load_checkpoint(run_dir / "last.pt").config["train"].get("time_limit_minutes")
+    if budget is None or not math.isclose(float(budget), minutes):
+        trained = (
+            "without a time budget"
+            if budget is None
+            else f"with a {budget:g}-minute budget (rescore it with --minutes {budget:g})"
         )
+        print(f"{run_dir}: trained {trained}, not {minutes:g} minutes", file=sys.stderr)
         raise SystemExit(2)
     with (run_dir / "metrics.csv").open(newline="") as stream:
         last_row = list(csv.DictReader(stream))[-1]

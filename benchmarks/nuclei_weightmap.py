@@ -112,7 +112,7 @@ def score(truths: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray]) -> 
     rows = per_image.values()
     tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
     pairs = {k: sum(r[k] for r in rows) for k in PAIR_KEYS}
-    apart = pairs["pairs_separated"] + pairs["pairs_merged"]
+    detected = pairs["pairs_separated"] + pairs["pairs_merged"]
     return {
         "f1": 2 * tp / max(2 * tp + fp + fn, 1),
         "tp": tp,
@@ -122,7 +122,7 @@ def score(truths: Mapping[str, np.ndarray], preds: Mapping[str, np.ndarray]) -> 
         "splits": sum(r["splits"] for r in rows),
         "objects": sum(r["objects"] for r in rows),
         **pairs,
-        "separation_rate": pairs["pairs_separated"] / apart if apart else None,
+        "separation_rate": pairs["pairs_separated"] / detected if detected else None,
         "rand_error": float(np.mean([r["rand_error"] for r in rows])),
         "mean_f1": float(np.nanmean([r["f1"] for r in rows])),
         "map": float(np.nanmean([r["map"] for r in rows])),

@@ -117,9 +117,15 @@ def _check_fraction(name: str, value: object, low: float, low_inclusive: bool) -
     return float(value)
 
 
+def _covers_gt(overlaps: Overlaps, min_fraction: float) -> np.ndarray:
+    """(G, P) bool: the predicted object covers at least ``min_fraction`` of the true one."""
+    inter = overlaps.intersection
+    return (inter > 0) & (inter >= min_fraction * overlaps.gt_areas[:, None])
+
+
 def _merges_and_splits(overlaps: Overlaps, min_fraction: float) -> tuple[int, int]:
     inter = overlaps.intersection
-    covers_gt = (inter > 0) & (inter >= min_fraction * overlaps.gt_areas[:, None])  # (G, P)
+    covers_gt = _covers_gt(overlaps, min_fraction)  # (G, P)
     holds_pred = (inter > 0) & (inter >= min_fraction * overlaps.pred_areas[None, :])  # (G, P)
     return int(np.sum(covers_gt.sum(axis=0) >= 2)), int(np.sum(holds_pred.sum(axis=1) >= 2))
 
@@ -253,12 +259,11 @@ def touching_pairs(
     pairs = touching_label_pairs(label_image(gt, "ground-truth instances"), distance)
     if len(pairs) == 0:
         return TouchingPairs(0, 0, 0, 0)
+    # The owner is the largest overlap; it covers the object whenever any prediction does.
     owner = np.full(overlaps.gt_labels.size, -1, np.int64)
     if overlaps.pred_labels.size:
-        best = overlaps.intersection.argmax(axis=1)  # (G,)
-        covered = overlaps.intersection[np.arange(best.size), best]
-        owned = (covered > 0) & (covered >= min_fraction * overlaps.gt_areas)
-        owner[owned] = best[owned]
+        owned = _covers_gt(overlaps, min_fraction).any(axis=1)  # (G,)
+        owner[owned] = overlaps.intersection.argmax(axis=1)[owned]
     # gt_labels is sorted (np.unique), so searchsorted maps each label to its row.
     first, second = (owner[np.searchsorted(overlaps.gt_labels, pairs[:, k])] for k in (0, 1))
     detected = (first >= 0) & (second >= 0)
