@@ -18,7 +18,10 @@ from torch.utils.data import RandomSampler
 
 from ddp_runs import train_two_ranks
 from pixelwise.engine.checkpoint import load_checkpoint, load_model
-from pixelwise.engine.trainer import ResumableSampler, Trainer, TrainingClock, snapshot_name
+from pixelwise.engine.loaders import ResumableSampler
+from pixelwise.engine.saver import snapshot_name
+from pixelwise.engine.schedule import TrainingClock
+from pixelwise.engine.trainer import Trainer
 
 
 def minute_per_iteration(trainer: Trainer) -> None:

@@ -11,14 +11,12 @@ import torch
 from PIL import Image
 
 from pixelwise.config import load_config
-from pixelwise.engine.checkpoint import load_checkpoint, load_model, normalise_images
-from pixelwise.engine.trainer import (
-    Trainer,
-    center_crop,
-    collate_groups,
-    image_statistics,
-    schedule_factor,
-)
+from pixelwise.engine.checkpoint import load_checkpoint, load_model
+from pixelwise.engine.loaders import collate_groups
+from pixelwise.engine.recipe import image_statistics
+from pixelwise.engine.schedule import schedule_factor
+from pixelwise.engine.task import center_crop
+from pixelwise.engine.trainer import Trainer
 from pixelwise.metrics import ConfusionMatrix
 
 
@@ -66,12 +64,12 @@ def test_loss_falls_and_the_run_folder_is_complete(tiny_config):
 def test_checkpoint_predicts_what_validation_measured(tiny_config):
     with Trainer(tiny_config()) as trainer:
         result = trainer.fit()
-        model, checkpoint = load_model(result.last_path)
+        segmenter, checkpoint = load_model(result.last_path), load_checkpoint(result.last_path)
         matrix = ConfusionMatrix(2)
         for index in range(len(trainer.val_set)):
             batch = collate_groups([trainer.val_set[index]])[0]
             with torch.no_grad():
-                logits = model(normalise_images(batch["image"], checkpoint.normalisation))
+                logits = segmenter(batch["image"])  # normalised by the segmenter
             matrix.update(logits, batch["mask"])
     assert checkpoint.normalisation == trainer.normalisation
     assert checkpoint.class_names == ("background", "nucleus")
@@ -118,8 +116,9 @@ def test_resume_needs_more_epochs_and_a_training_state(tiny_config, tmp_path):
         trainer.fit(resume=result.last_path.with_suffix(".safetensors"))
 
 
-def test_valid_padding_unet_crops_targets(tiny_config):
-    # depth 2, valid padding: input 44 → output 4; 48 → 8.
+def test_valid_padding_unet_trains_on_crops_and_validates_every_pixel(tiny_config):
+    # depth 2, valid padding: input 44 → output 4 (the training loss sees the centre 4×4 of
+    # each crop); validation mirror-pads the 48×48 images, as pixelwise evaluate does.
     config = tiny_config(
         "model.options={depth=2, base_width=4, padding='valid'}",
         "data.crop_size=44",
@@ -128,7 +127,7 @@ def test_valid_padding_unet_crops_targets(tiny_config):
     with Trainer(config) as trainer:
         result = trainer.fit()
     assert math.isfinite(result.history[0]["train_loss"])
-    assert sum(map(sum, result.metrics["confusion_matrix"])) == 4 * 8 * 8
+    assert sum(map(sum, result.metrics["confusion_matrix"])) == 4 * 48 * 48
 
 
 @pytest.mark.parametrize(

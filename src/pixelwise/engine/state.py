@@ -13,13 +13,17 @@ epoch k.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
+
+from pixelwise.engine import distributed
 
 logger = logging.getLogger(__name__)
 
@@ -106,3 +110,27 @@ def restore_rng_state(state: Mapping, generators: Mapping[str, torch.Generator])
         saved = state["generators"].get(name)
         if saved is not None:
             generator.set_state(saved)
+
+
+@contextlib.contextmanager
+def run_session(dist: Any, device: torch.device, train: Any) -> Iterator[None]:
+    """A run's global state for as long as it trains: the process group (when launched
+    distributed), ``train.deterministic`` and the seeds of ``train.seed``. The process group
+    this joined is left, the determinism flag and the global random states are put back.
+
+    Args:
+        dist: The :class:`~pixelwise.engine.distributed.DistContext`.
+        device: The run's device.
+        train: The ``[train]`` table (``deterministic``, ``seed``).
+    """
+    saved = rng_state({})
+    owns_group = distributed.init_process_group(dist, device)
+    previous = configure_determinism(train.deterministic, device)
+    seed_everything(train.seed)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        restore_rng_state(saved, {})
+        if owns_group:
+            distributed.destroy_process_group()

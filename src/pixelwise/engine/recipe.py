@@ -1,0 +1,271 @@
+"""Assembly: a :class:`~pixelwise.config.RunConfig` turned into the objects a run trains.
+
+:func:`build_parts` reads the ``[data]``, ``[model]``, ``[loss]`` and ``[train]`` tables:
+the data sets (:func:`pixelwise.data.build_datasets`, augmentation drawing from its own
+generator), the input normalisation (per-channel mean and std of up to 256 training images,
+untransformed, once; or fixed, or none), class weights from the training masks when asked, the
+model through the registry with ``num_classes`` and ``in_channels`` taken from the data
+(initialised from ``train.seed`` without touching the global random state), and the loss
+(:func:`pixelwise.losses.build_loss`). Nothing here has a global side effect; the loop
+(:mod:`pixelwise.engine.trainer`) seeds, sets determinism and joins the process group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from pixelwise._checks import message
+from pixelwise.config import RunConfig, TrainConfig
+from pixelwise.data import build_datasets, iter_masks
+from pixelwise.engine import distributed
+from pixelwise.engine.schedule import build_optimizer, build_scheduler
+from pixelwise.engine.task import SegmentationTask
+from pixelwise.losses import class_weights as compute_class_weights
+from pixelwise.losses.build import SegmentationLoss, build_loss
+from pixelwise.models import create_model
+
+logger = logging.getLogger(__name__)
+
+# Normalisation statistics come from at most this many training images, evenly spaced.
+STATS_SAMPLES = 256
+
+
+@dataclasses.dataclass
+class RunParts:
+    """What a run trains: model, data, loss and the facts the checkpoints record.
+
+    Attributes:
+        model: The network, on the run's device.
+        train_set, val_set: Map-style data sets of sample dicts.
+        loss: Called ``loss(logits, target, weight)``.
+        class_names, ignore_index: Of the masks.
+        normalisation: ``{"mean": [...], "std": [...]}`` per channel.
+        class_weights: The loss's class weights (saved with the training state), or None.
+        augment_generator: The generator the training augmentation draws from (its state is
+            part of resume), or None.
+        optimizer: Builds the optimizer from the model's parameters; None for the config's
+            ``[optim]``.
+    """
+
+    model: nn.Module
+    train_set: Dataset
+    val_set: Dataset | None
+    loss: SegmentationLoss
+    class_names: tuple[str, ...]
+    ignore_index: int
+    normalisation: dict
+    class_weights: torch.Tensor | None = None
+    augment_generator: torch.Generator | None = None
+    optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None
+
+
+def resolve_device(name: str, ctx: distributed.DistContext | None = None) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; distributed CUDA runs use ``cuda:<local_rank>``."""
+    ctx = ctx or distributed.context()
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            message(
+                "device", "name an available device", "'cuda' without CUDA", "use 'auto' or 'cpu'"
+            )
+        )
+    use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
+    if not use_cuda:
+        return torch.device("cpu")
+    if ctx.enabled and ctx.local_rank >= torch.cuda.device_count():
+        raise ValueError(
+            message(
+                "processes per machine",
+                f"be at most the number of GPUs ({torch.cuda.device_count()})",
+                ctx.local_rank + 1,
+                "start fewer processes, or train on CPU with train.device = 'cpu'",
+            )
+        )
+    return torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
+
+
+def image_statistics(dataset: Dataset, max_samples: int = STATS_SAMPLES) -> dict:
+    """Per-channel mean and std of a data set's images (untransformed), as normalisation.
+
+    Reads at most ``max_samples`` images, evenly spaced; a channel with std below 1e-6 gets
+    std 1 (a constant channel is only shifted).
+    """
+    count = len(dataset)
+    indices = np.unique(np.linspace(0, count - 1, min(count, max_samples)).round().astype(int))
+    read = getattr(dataset, "load_sample", dataset.__getitem__)
+    total = squares = None
+    pixels = 0
+    for index in indices:
+        image = read(int(index))["image"].to(torch.float64)  # (C, H, W)
+        sums, sq = image.sum(dim=(1, 2)), image.square().sum(dim=(1, 2))  # (C,)
+        total, squares = (sums, sq) if total is None else (total + sums, squares + sq)
+        pixels += image.shape[1] * image.shape[2]
+    mean = total / pixels
+    std = (squares / pixels - mean.square()).clamp_min(0).sqrt()
+    std = torch.where(std < 1e-6, torch.ones_like(std), std)
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def normalisation_for(method: str, dataset: Dataset, in_channels: int, fixed: Mapping) -> dict:
+    """The input normalisation: ``"dataset"`` statistics, ``"fixed"`` mean and std, or
+    ``"none"`` (mean 0, std 1)."""
+    if method == "none":
+        return {"mean": [0.0] * in_channels, "std": [1.0] * in_channels}
+    if method == "fixed":
+        if len(fixed["mean"]) != in_channels:
+            raise ValueError(
+                message(
+                    "train.mean and train.std",
+                    f"give one value per image channel ({in_channels})",
+                    f"{len(fixed['mean'])} values",
+                )
+            )
+        return {"mean": list(fixed["mean"]), "std": list(fixed["std"])}
+    stats = image_statistics(dataset)
+    logger.info("normalisation from the training images: %s", stats)
+    return stats
+
+
+def _check_weight_maps(config: RunConfig, sample: Mapping) -> None:
+    if config.loss.name == "weighted_ce" and "weight" not in sample:
+        raise ValueError(
+            message(
+                "loss 'weighted_ce'",
+                "have weight maps in the training samples",
+                f"samples of data layout '{config.data.layout}' without 'weight'",
+                "use loss.name = 'ce', instance data ('instances', 'synthetic') with "
+                "weights = true, or folders with data.weight_map_background",
+            )
+        )
+
+
+def _class_weights(config: RunConfig, train_set: Dataset) -> torch.Tensor | None:
+    method = config.loss.class_weights
+    if method == "none":
+        return None
+    weights = compute_class_weights(
+        iter_masks(train_set),
+        int(train_set.num_classes),
+        method=method,
+        ignore_index=int(train_set.ignore_index),
+    )
+    logger.info("class weights (%s): %s", method, weights.tolist())
+    return weights
+
+
+def build_model_seeded(name: str, seed: int, **kwargs: object) -> nn.Module:
+    """``create_model(name, **kwargs)`` initialised from ``seed``, leaving the global random
+    state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(name, **kwargs)
+
+
+def build_parts(config: RunConfig, *, device: torch.device, rank: int = 0) -> RunParts:
+    """Build the data, normalisation, class weights, model and loss of ``config``.
+
+    Args:
+        config: The run.
+        device: Where the model goes.
+        rank: This process's rank (its augmentation draws from its own generator).
+    """
+    seed = config.train.seed
+    augment = torch.Generator().manual_seed(seed + 1_000_003 * rank)
+    train_set, val_set = build_datasets(config.data, generator=augment)
+    first = train_set.load_sample(0)
+    _check_weight_maps(config, first)
+    in_channels = int(first["image"].shape[0])
+    train = config.train
+    normalisation = normalisation_for(
+        train.normalisation, train_set, in_channels, {"mean": train.mean, "std": train.std}
+    )
+    weights = _class_weights(config, train_set)
+    ignore_index = int(train_set.ignore_index)
+    loss = build_loss(
+        config.loss.name,
+        class_weights=weights,
+        ignore_index=ignore_index,
+        ce_weight=config.loss.ce_weight,
+        dice_weight=config.loss.dice_weight,
+    )
+    model = build_model_seeded(
+        config.model.name,
+        seed,
+        num_classes=int(train_set.num_classes),
+        in_channels=in_channels,
+        **config.model.options,
+    )
+    return RunParts(
+        model=model.to(device),
+        train_set=train_set,
+        val_set=val_set,
+        loss=loss,
+        class_names=tuple(train_set.class_names),
+        ignore_index=ignore_index,
+        normalisation=normalisation,
+        class_weights=weights,
+        augment_generator=augment,
+    )
+
+
+def build_task(parts: RunParts, train: TrainConfig, device: torch.device) -> SegmentationTask:
+    """The parts' model, loss and normalisation on ``device``, with ``[train]``'s precision
+    and memory format (channels-last ``"auto"``: on CUDA)."""
+    channels_last = (
+        train.channels_last if isinstance(train.channels_last, bool) else device.type == "cuda"
+    )
+    model = parts.model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return SegmentationTask(
+        model,
+        parts.loss,
+        parts.normalisation,
+        class_names=parts.class_names,
+        ignore_index=parts.ignore_index,
+        device=device,
+        amp=train.amp,
+        channels_last=channels_last,
+    )
+
+
+def build_optimization(
+    model: nn.Module,
+    config: RunConfig,
+    *,
+    factory: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None,
+    steps: int,
+    fraction: Callable[[], float],
+    has_budget: bool,
+    amp: bool,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler]:
+    """The optimizer (``factory`` or ``[optim]``), the ``[schedule]`` over ``steps`` optimizer
+    steps or over the time budget (``fraction`` of it used), and the gradient scaler."""
+    optim, schedule = config.optim, config.schedule
+    if factory is not None:
+        optimizer = factory(model.parameters())
+    else:
+        optimizer = build_optimizer(
+            model.parameters(),
+            optim.name,
+            lr=optim.lr,
+            momentum=optim.momentum,
+            weight_decay=optim.weight_decay,
+            nesterov=optim.nesterov,
+        )
+    scheduler = build_scheduler(
+        optimizer,
+        schedule.name,
+        power=schedule.power,
+        over=schedule.over,
+        total_steps=steps,
+        fraction=fraction,
+        has_budget=has_budget,
+    )
+    return optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=amp)
