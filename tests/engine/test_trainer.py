@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from pixelwise.config import load_config
-from pixelwise.engine.checkpoint import load_checkpoint, load_model, normalise_images
+from pixelwise.engine.checkpoint import load_checkpoint, load_model
 from pixelwise.engine.trainer import (
     Trainer,
     center_crop,
@@ -20,6 +20,7 @@ from pixelwise.engine.trainer import (
     schedule_factor,
 )
 from pixelwise.metrics import ConfusionMatrix
+from pixelwise.nn.normalise import normalise_images
 
 
 class Stop(Exception):
@@ -66,7 +67,8 @@ def test_loss_falls_and_the_run_folder_is_complete(tiny_config):
 def test_checkpoint_predicts_what_validation_measured(tiny_config):
     with Trainer(tiny_config()) as trainer:
         result = trainer.fit()
-        model, checkpoint = load_model(result.last_path)
+        segmenter = load_model(result.last_path)
+        model, checkpoint = segmenter.network, segmenter.checkpoint
         matrix = ConfusionMatrix(2)
         for index in range(len(trainer.val_set)):
             batch = collate_groups([trainer.val_set[index]])[0]

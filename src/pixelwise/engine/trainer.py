@@ -76,7 +76,6 @@ from pixelwise.config import RunConfig
 from pixelwise.engine import distributed
 from pixelwise.engine.checkpoint import (
     load_checkpoint,
-    normalise_images,
     save_checkpoint,
 )
 from pixelwise.engine.runs import create_run_dir, epoch_row, write_csv_atomic, write_text_atomic
@@ -88,6 +87,7 @@ from pixelwise.engine.state import (
     seed_worker,
 )
 from pixelwise.metrics import ConfusionMatrix
+from pixelwise.nn.normalise import normalise_images
 
 logger = logging.getLogger(__name__)
 
