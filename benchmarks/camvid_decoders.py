@@ -68,15 +68,9 @@ def half_resolution_val(config: Mapping) -> CamVidDataset:
 
 def score(path: Path, dataset: CamVidDataset) -> dict[str, object]:
     """The four Table 1 scores in percent, and IoU per class."""
-    model, checkpoint = load_model(path)
-    summary = evaluate_dataset(
-        model,
-        dataset,
-        num_classes=len(checkpoint.class_names),
-        ignore_index=dataset.ignore_index,
-        normalisation=checkpoint.normalisation,
-        class_names=checkpoint.class_names,
-    )
+    model = load_model(path)
+    model.ignore_index = dataset.ignore_index
+    summary = evaluate_dataset(model, dataset)
     scores = {ours: 100.0 * float(summary[key]) for ours, key in METRICS.items()}
     scores["class_iou"] = {k: 100.0 * v["iou"] for k, v in summary["classes"].items()}
     return scores
@@ -95,14 +89,14 @@ def evaluate_run(run: _runs.Run, budget: float, dataset: CamVidDataset) -> dict[
 def save_overlays(out: Path, runs: Mapping[str, _runs.Run], dataset: CamVidDataset) -> None:
     """image | truth | each decoder's prediction (end of budget), in CamVid's colours."""
     models = {k: load_model(run.run_dir / "last.pt") for k, run in runs.items()}
-    palette = class_palette(next(iter(models.values()))[1].class_names)
+    palette = class_palette(next(iter(models.values())).class_names)
     picks = np.unique(np.linspace(0, len(dataset) - 1, min(OVERLAYS, len(dataset))).round())
     for index in picks.astype(int).tolist():
         sample = dataset[index]
         image = sample["image"].numpy().transpose(1, 2, 0)  # (H, W, 3) in [0, 1]
         masks = [sample["mask"].numpy()]
-        for model, checkpoint in models.values():
-            mask = predict_mask(model, sample["image"], normalisation=checkpoint.normalisation)
+        for model in models.values():
+            mask = predict_mask(model, sample["image"])
             masks.append(mask.numpy())
         panels = [overlay(image, m, palette, 0.6, ignore_index=dataset.ignore_index) for m in masks]
         gap = np.full((panels[0].shape[0], 4, 3), 255, dtype=np.uint8)

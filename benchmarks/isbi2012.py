@@ -55,7 +55,7 @@ def membrane_probabilities(path: Path, dataset: object) -> list[np.ndarray]:
     Shape:
         each (H, W) float64 in [0, 1].
     """
-    model, checkpoint = load_model(path)
+    model = load_model(path)
     torch.manual_seed(0)
     maps = []
     for index in range(len(dataset)):
@@ -66,7 +66,6 @@ def membrane_probabilities(path: Path, dataset: object) -> list[np.ndarray]:
             tile=TILE,
             overlap=OVERLAP,
             tta=True,
-            normalisation=checkpoint.normalisation,
         )  # (2, H, W)
         maps.append(logits.softmax(dim=0)[MEMBRANE].double().numpy())
     return maps

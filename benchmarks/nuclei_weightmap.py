@@ -72,11 +72,11 @@ def true_instances(data: Path, sample_id: str) -> np.ndarray:
 
 def predict_instances(path: Path, dataset: object) -> dict[str, np.ndarray]:
     """Each validation image's predicted instances, by sample id."""
-    model, checkpoint = load_model(path)
+    model = load_model(path)
     found = {}
     for index in range(len(dataset)):
         image = dataset[index]["image"]  # (3, H, W)
-        mask = predict_mask(model, image, normalisation=checkpoint.normalisation)  # (H, W)
+        mask = predict_mask(model, image)  # (H, W)
         found[dataset.sample_id(index)] = instances(mask.numpy())
     return found
 

@@ -271,21 +271,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pixelwise.engine.checkpoint import load_model
     from pixelwise.inference import evaluate_dataset, evaluation_dataset
 
-    model, checkpoint = load_model(args.checkpoint, device=_device(args.device))
+    segmenter = load_model(args.checkpoint, device=_device(args.device))
+    checkpoint = segmenter.checkpoint
     table = _folder_table(checkpoint.config.get("data") or {}, args.data, args)
     table["channels"] = checkpoint.in_channels
     dataset = evaluation_dataset(table, args.split)
     _check_classes(dataset, checkpoint, args.data)
+    segmenter.ignore_index = dataset.ignore_index  # the masks' own unlabelled value
     with tqdm(total=len(dataset), desc="evaluate", unit="image", disable=None) as bar:
-        result = evaluate_dataset(
-            model,
-            dataset,
-            num_classes=checkpoint.num_classes,
-            ignore_index=dataset.ignore_index,
-            normalisation=checkpoint.normalisation,
-            class_names=checkpoint.class_names,
-            progress=_bar_progress(bar),
-        )
+        result = evaluate_dataset(segmenter, dataset, progress=_bar_progress(bar))
     if args.json:
         print(json.dumps(_without_nan(result), indent=2))
         return 0
@@ -304,19 +298,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pixelwise.inference import OUTPUT_KINDS, collect_images, plan_outputs, predict_file
     from pixelwise.inference.optimize import optimize_for_inference
     from pixelwise.inference.runtime import with_backend
-    from pixelwise.report.palette import class_palette
 
     if args.backend == "onnxruntime" and args.device == "cuda":
         raise ValueError("--backend onnxruntime runs on the CPU: drop --device cuda")
     device = "cpu" if args.backend == "onnxruntime" else _device(args.device)
-    model, checkpoint = load_model(args.checkpoint, device=device)
+    segmenter = load_model(args.checkpoint, device=device)
     try:
         # Optimised once, not per image; ONNX Runtime exports once per tile shape.
-        model = with_backend(optimize_for_inference(model, inplace=True), args.backend)
+        network = optimize_for_inference(segmenter.network, inplace=True)
+        segmenter = segmenter.with_network(with_backend(network, args.backend))
     except ImportError as exc:  # the optional package: one line, like other user errors
         raise ValueError(str(exc)) from None
     plan = plan_outputs(collect_images(args.images), args.out, overwrite=args.overwrite)
-    palette = class_palette(checkpoint.class_names)
     for image, paths in tqdm(plan, desc="predict", unit="image", disable=None):
         with tqdm(desc=image.name, unit="tile", leave=False, disable=None) as bar:
 
@@ -325,11 +318,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 bar.update(done - bar.n)
 
             predict_file(
-                model,
+                segmenter,
                 image,
                 paths,
-                palette,
-                normalisation=checkpoint.normalisation,
                 alpha=args.alpha,
                 tile=args.tile,
                 tta=args.tta,
@@ -363,7 +354,8 @@ def _config_text(config: Mapping[str, object]) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     from pixelwise.engine.checkpoint import load_model
 
-    model, checkpoint = load_model(args.checkpoint)
+    model = load_model(args.checkpoint)
+    checkpoint = model.checkpoint
     norm = checkpoint.normalisation
     rows = (
         ("checkpoint", args.checkpoint),
@@ -667,14 +659,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     source = Path(args.checkpoint)
     out = Path(args.out) if args.out else source.with_suffix(SUFFIXES[args.format])
-    model, checkpoint = load_model(source)
-    metadata = {
-        "class_names": list(checkpoint.class_names),
-        "ignore_index": checkpoint.ignore_index,
-        "normalisation": checkpoint.normalisation,
-        "checkpoint": source.name,
-        "epoch": checkpoint.epoch,
-    }
+    model = load_model(source)
+    checkpoint = model.checkpoint
+    metadata = {"checkpoint": source.name, "epoch": checkpoint.epoch}
     try:
         exported = export_model(
             model,

@@ -75,13 +75,13 @@ def one_line_error(code: int, err: str) -> str:
 
 def expected_metrics(checkpoint: Path, root: Path, stems) -> dict:
     """The oracle: ConfusionMatrix over the model's own predictions of the samples."""
-    model, ckpt = load_model(checkpoint)
+    model = load_model(checkpoint)
     dataset = FolderDataset(root, MaskEncoding.from_config(ENCODING))
     index = {dataset.sample_id(i): i for i in range(len(dataset))}
     matrix = ConfusionMatrix(3)
     for stem in stems:
         sample = dataset[index[stem]]
-        pred = predict_mask(model, sample["image"], normalisation=ckpt.normalisation)
+        pred = predict_mask(model, sample["image"])
         matrix.update(pred[None], sample["mask"][None])
     return matrix.summary(CLASSES)
 
@@ -198,10 +198,10 @@ def test_predict_round_trip_writes_three_pngs_per_image(checkpoint, tmp_path, ca
     assert sorted(p.name for p in out_dir.iterdir()) == [
         f"{s}_{k}.png" for s in "ab" for k in ("color", "mask", "overlay")
     ]
-    model, _ = load_model(checkpoint)
+    model = load_model(checkpoint)
     pixels = np.array(Image.open(root / "images" / "a.png"))
     image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
-    mask = predict_mask(model, image, normalisation=NORM).numpy()
+    mask = predict_mask(model, image).numpy()
     written = np.asarray(Image.open(out_dir / "a_mask.png"))
     assert written.shape == (HEIGHT, WIDTH)
     np.testing.assert_array_equal(written, mask)
@@ -229,10 +229,10 @@ def test_predict_tiles_images_larger_than_the_tile(checkpoint, tmp_path, capsys,
     code, _, _ = run(capsys, "predict", checkpoint, root / "images", "--out", out_dir, "--tile", 16)
     assert code == 0
     assert tiles_seen and tiles_seen[0] > 1
-    model, _ = load_model(checkpoint)
+    model = load_model(checkpoint)
     pixels = np.array(Image.open(root / "images" / "a.png"))
     image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
-    whole = predict_mask(model, image, normalisation=NORM).numpy()
+    whole = predict_mask(model, image).numpy()
     np.testing.assert_array_equal(np.asarray(Image.open(out_dir / "a_mask.png")), whole)
 
 
@@ -246,10 +246,10 @@ def test_predict_with_onnxruntime_writes_the_same_masks(checkpoint, tmp_path, ca
         code, _, _ = run(capsys, *argv, "--backend", backend)
         assert code == 0
         masks[backend] = [np.asarray(Image.open(out_dir / f"{s}_mask.png")) for s in "ab"]
-    model, _ = load_model(checkpoint)
+    model = load_model(checkpoint)
     for stem, torch_mask, ort_mask in zip("ab", masks["torch"], masks["onnxruntime"], strict=True):
         image = torch.from_numpy(np.array(Image.open(root / "images" / f"{stem}.png")))
-        logits = predict_logits(model, image.permute(2, 0, 1).float() / 255, normalisation=NORM)
+        logits = predict_logits(model, image.permute(2, 0, 1).float() / 255)
         top2 = logits.topk(2, dim=0).values
         clear = (top2[0] - top2[1] > 1e-3).numpy()  # pixels no float rounding can flip
         assert clear.mean() > 0.9 and ort_mask.shape == (HEIGHT, WIDTH)
@@ -350,7 +350,7 @@ def test_predict_missing_image(checkpoint, tmp_path, capsys):
 def test_info_describes_the_checkpoint(checkpoint, capsys):
     code, out, _ = run(capsys, "info", checkpoint)
     assert code == 0
-    model, _ = load_model(checkpoint)
+    model = load_model(checkpoint)
     lines = out.splitlines()
     assert lines[0] == f"checkpoint     {checkpoint}"
     assert "model          unet" in lines

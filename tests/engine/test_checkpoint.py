@@ -13,11 +13,11 @@ from pixelwise.engine.checkpoint import (
     build_model,
     load_checkpoint,
     load_model,
-    normalise_images,
     rebuild_args,
     save_checkpoint,
 )
 from pixelwise.models import create_model
+from pixelwise.nn.normalise import normalise_images
 
 NORM = {"mean": [0.25, 0.5], "std": [0.5, 2.0]}
 
@@ -67,7 +67,7 @@ def test_round_trip_restores_everything(tmp_path):
     assert torch.equal(checkpoint.training["optimizer"]["state"][0]["step"], torch.tensor(3.0))
     for key, value in model.state_dict().items():
         assert torch.equal(checkpoint.state_dict[key], value)
-    rebuilt, _ = load_model(path)
+    rebuilt = load_model(path).network
     x = torch.rand(2, 2, 19, 23)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
@@ -85,7 +85,8 @@ def test_safetensors_beside_it_rebuilds_the_same_model(tmp_path):
     save(tmp_path / "run.pt", model)
     weights = tmp_path / "run.safetensors"
     assert weights.is_file()
-    rebuilt, checkpoint = load_model(weights)
+    segmenter = load_model(weights)
+    rebuilt, checkpoint = segmenter.network, segmenter.checkpoint
     assert checkpoint.training is None and checkpoint.class_names == ("a", "b", "c")
     assert checkpoint.normalisation == NORM
     x = torch.rand(1, 2, 16, 16)
@@ -109,9 +110,82 @@ def test_saving_replaces_atomically_without_leftovers(tmp_path):
     assert load_checkpoint(tmp_path / "run.pt").epoch == 2
 
 
-def test_only_registry_models_are_saved(tmp_path):
-    with pytest.raises(ValueError, match=r"built by pixelwise\.models\.create_model"):
-        save(tmp_path / "run.pt", nn.Conv2d(1, 2, 3))
+class UserNet(nn.Module):
+    """A model outside the registry: no pixelwise_name, no pixelwise_args."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_a_model_outside_the_registry_is_saved_with_its_facts(tmp_path):
+    torch.manual_seed(0)
+    model = UserNet()
+    path = save(tmp_path / "user.pt", model)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.model_name is None
+    assert checkpoint.model_class == f"{__name__}.UserNet"
+    assert checkpoint.model_args == {"num_classes": 3}
+    assert (checkpoint.num_classes, checkpoint.in_channels) == (3, 2)  # C from normalisation
+    assert checkpoint.class_names == ("a", "b", "c") and checkpoint.normalisation == NORM
+    for key, value in model.state_dict().items():
+        assert torch.equal(checkpoint.state_dict[key], value)
+    # The safetensors file holds the same header.
+    assert load_checkpoint(tmp_path / "user.safetensors").model_class == f"{__name__}.UserNet"
+
+
+def test_load_model_refuses_an_unregistered_model_in_one_line(tmp_path):
+    path = save(tmp_path / "user.pt", UserNet())
+    with pytest.raises(ValueError) as info:
+        load_model(path)
+    assert str(info.value) == (
+        f"the checkpoint's model must be registered to be rebuilt, got an unregistered "
+        f"{__name__}.UserNet; build the module, then load_model(path, network=module), or "
+        f"module.load_state_dict(load_checkpoint(path).state_dict) (checkpoint {path})"
+    )
+
+
+def test_load_model_with_a_network_loads_an_unregistered_model(tmp_path):
+    torch.manual_seed(0)
+    model = UserNet().eval()
+    path = save(tmp_path / "user.pt", model)
+    torch.manual_seed(1)
+    segmenter = load_model(path, network=UserNet())
+    assert segmenter.class_names == ("a", "b", "c") and segmenter.ignore_index == 255
+    assert segmenter.normalize.as_dict() == NORM and segmenter.checkpoint.epoch == 2
+    assert not segmenter.network.training
+    x = torch.rand(1, 2, 8, 9)
+    mean, std = torch.tensor(NORM["mean"])[:, None, None], torch.tensor(NORM["std"])[:, None, None]
+    with torch.no_grad():
+        assert torch.equal(segmenter(x), model((x - mean) / std))
+    with pytest.raises(ValueError, match=r"^checkpoint weights for model .*UserNet' must match"):
+        load_model(path, network=nn.Sequential(nn.Conv2d(2, 3, 1)))
+
+
+def test_load_model_returns_a_segmenter_with_the_checkpoint_facts(tmp_path):
+    model = tiny_unet()
+    path = save(tmp_path / "run.pt", model)
+    segmenter = load_model(path)
+    assert segmenter.class_names == ("a", "b", "c") and segmenter.ignore_index == 255
+    assert (segmenter.num_classes, segmenter.in_channels) == (3, 2)
+    assert segmenter.normalize.as_dict() == NORM
+    assert segmenter.checkpoint.model_name == "unet" and not segmenter.training
+    x = torch.rand(1, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(segmenter(x), model(normalise_images(x, NORM)))
+
+
+def test_checkpoints_without_a_model_class_still_load(tmp_path):
+    # Checkpoints written before model_class was recorded.
+    path = save(tmp_path / "run.pt", tiny_unet())
+    payload = torch.load(path, weights_only=True)
+    del payload["model_class"]
+    torch.save(payload, path)
+    segmenter = load_model(path)
+    assert segmenter.checkpoint.model_class is None and segmenter.num_classes == 3
 
 
 def test_local_weight_files_are_dropped_when_rebuilding(tmp_path):

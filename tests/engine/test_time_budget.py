@@ -71,7 +71,7 @@ def test_snapshots_at_the_first_iteration_past_each_mark(tiny_config):
         assert snapshot.metrics["iteration"] == iteration
         assert snapshot.metrics["minutes"] == float(iteration)
         assert snapshot.epoch == iteration // 2  # epochs completed
-        model, _ = load_model(path)  # a snapshot is a checkpoint like any other
+        model = load_model(path)  # a snapshot is a checkpoint like any other
         assert sum(p.numel() for p in model.parameters()) > 0
     assert snapshot_name(2.5) == "snapshot_2.5min.pt" and snapshot_name(15) == "snapshot_15min.pt"
     # Epochs 1 and 2 ran whole, then one iteration of epoch 3: a row at epoch 2.5.

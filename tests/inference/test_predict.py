@@ -23,6 +23,7 @@ from pixelwise.inference import (
     prediction_paths,
     read_image_file,
 )
+from pixelwise.inference.segmenter import Segmenter
 from pixelwise.metrics import ConfusionMatrix, boundary_f1
 from pixelwise.models import create_model
 from pixelwise.report.palette import class_palette
@@ -111,7 +112,7 @@ def test_normalisation_is_applied_per_channel():
     mean, std = torch.tensor(norm["mean"])[:, None, None], torch.tensor(norm["std"])[:, None, None]
     with torch.no_grad():
         expected = model(((image - mean) / std)[None])[0]
-    torch.testing.assert_close(predict_logits(model, image, normalisation=norm), expected)
+    torch.testing.assert_close(predict_logits(Segmenter(model, norm), image), expected)
 
 
 def test_predict_mask_is_the_argmax_as_int64_on_cpu():
@@ -140,11 +141,8 @@ def test_evaluate_dataset_matches_confusion_matrix_and_boundary_f1(tmp_path):
     model = tiny_unet("valid")
     calls = []
     result = evaluate_dataset(
-        model,
+        Segmenter(model, class_names=("sky", "road", "car"), ignore_index=255),
         dataset,
-        num_classes=3,
-        ignore_index=255,
-        class_names=("sky", "road", "car"),
         progress=lambda done, total: calls.append((done, total)),
     )
     preds = torch.stack([predict_mask(model, dataset[i]["image"]) for i in range(4)])
@@ -162,7 +160,7 @@ def test_evaluate_dataset_matches_confusion_matrix_and_boundary_f1(tmp_path):
 def test_evaluate_refuses_a_model_with_other_classes(tmp_path):
     dataset = FolderDataset(write_folder(tmp_path / "set"), MaskEncoding.from_config(ENCODING))
     with pytest.raises(ValueError) as info:
-        evaluate_dataset(tiny_unet(num_classes=2), dataset, num_classes=3, ignore_index=255)
+        evaluate_dataset(tiny_unet(num_classes=2), dataset)
     assert str(info.value) == (
         "the model's output must have one channel per class (3), got 2 channels; "
         "evaluate with the data encoding the model was trained on"
@@ -171,7 +169,7 @@ def test_evaluate_refuses_a_model_with_other_classes(tmp_path):
 
 def test_evaluate_refuses_an_empty_data_set():
     with pytest.raises(ValueError, match=r"^the data set must hold at least one sample, got none$"):
-        evaluate_dataset(tiny_unet(), [], num_classes=3, ignore_index=255)
+        evaluate_dataset(tiny_unet(), [])
 
 
 def test_evaluation_splits_follow_the_config_without_augmentation(tmp_path):

@@ -11,6 +11,7 @@ import torch
 from scipy.signal import windows
 from torch import nn
 
+from pixelwise.inference.segmenter import Segmenter
 from pixelwise.inference.tiling import (
     extract_tile,
     mirror_indices,
@@ -228,7 +229,7 @@ def test_normalisation_is_applied_per_tile():
     normalised = (x - torch.tensor([0.5, 0.25])[:, None, None]) / torch.tensor([0.2, 0.4])[
         :, None, None
     ]
-    got = predict(model, x, tile=24, overlap=0.5, normalisation=norm)
+    got = predict(Segmenter(model, norm), x, tile=24, overlap=0.5)
     torch.testing.assert_close(got, predict(model, normalised, tile=24, overlap=0.5))
 
 

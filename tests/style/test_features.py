@@ -12,6 +12,7 @@ from torchvision.models import VGG19_Weights
 from torchvision.models._api import WeightsEnum
 
 from pixelwise.engine.checkpoint import load_model
+from pixelwise.inference.segmenter import Segmenter
 from pixelwise.style import IMAGENET_NORMALISATION, VGG19_LAYERS, ModelFeatures, VGG19Features
 from pixelwise.style.features import _vgg19_convolutions
 
@@ -177,7 +178,7 @@ def test_model_features_list_convolutions_in_forward_order(grey_unet):
 
 def test_model_features_equal_the_full_forward_and_stop_early(grey_unet, image):
     model = grey_unet()
-    net = ModelFeatures(model, normalisation={"mean": [0.4], "std": [0.2]})
+    net = ModelFeatures(Segmenter(model, {"mean": [0.4], "std": [0.2]}))
     x = image(1, 13, 10, 2)[None]  # (1, 1, 13, 10)
     seen = {}
     hooks = [
@@ -200,8 +201,9 @@ def test_model_features_from_a_checkpoint_keep_its_normalisation(
     tmp_path, grey_unet, image, write_checkpoint
 ):
     path = write_checkpoint(tmp_path / "grey.pt", grey_unet(), {"mean": [0.4], "std": [0.2]})
-    model, checkpoint = load_model(path)
-    net = ModelFeatures(model, normalisation=checkpoint.normalisation)
+    segmenter = load_model(path)
+    model = segmenter.network
+    net = ModelFeatures(segmenter)
     x = image(1, 8, 8, 3)[None]
     first = model.get_submodule("down.0.0.0")
     expected = F.conv2d((x - 0.4) / 0.2, first.weight, first.bias, padding=1)

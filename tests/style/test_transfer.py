@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+from pixelwise.inference.segmenter import Segmenter
 from pixelwise.style import (
     ModelFeatures,
     StyleObjective,
@@ -122,7 +123,7 @@ def test_trace_keeps_the_asked_steps(vgg, pair):
 
 
 def test_grey_model_features_stylise_a_grey_image(grey_unet, image):
-    network = ModelFeatures(grey_unet(), normalisation={"mean": [0.5], "std": [0.25]})
+    network = ModelFeatures(Segmenter(grey_unet(), {"mean": [0.5], "std": [0.25]}))
     content, style = image(1, 19, 22, 1), image(1, 17, 15, 2) ** 3
     result = stylize(content, style, network, steps=4)
     assert result.image.shape == (1, 19, 22)

@@ -11,10 +11,10 @@ from pixelwise.engine.checkpoint import (
     build_model,
     load_checkpoint,
     load_model,
-    normalise_images,
     save_checkpoint,
-    unwrap_model,
 )
+from pixelwise.inference._model import unwrap_model
+from pixelwise.nn.normalise import normalise_images
 
 # The trainer pulls in the data transforms (torchvision, seconds to import): loaded on first use.
 _LAZY = {"Trainer": "trainer", "FitResult": "trainer", "Progress": "trainer"}

@@ -8,8 +8,11 @@ runs. Its keys::
 
     format          "pixelwise-checkpoint"
     version         1
-    model_name      registry name, e.g. "unet"
-    model_args      what create_model got: num_classes, in_channels and the model's options
+    model_name      registry name, e.g. "unet"; None for a model outside the registry
+    model_class     the model's qualified class name, e.g. "pixelwise.models.unet.UNet"
+                    (absent from checkpoints written before it was recorded)
+    model_args      what create_model got: num_classes, in_channels and the model's options;
+                    for a model outside the registry, the num_classes and in_channels known
     class_names     K names
     ignore_index    target value left out of loss and metrics
     normalisation   {"mean": [per channel], "std": [per channel]} applied to images in [0, 1]
@@ -25,6 +28,12 @@ read safetensors; :func:`load_checkpoint` reads either file.
 
 Both files are written atomically (a temporary file in the same folder, then ``os.replace``),
 so an interrupted save never leaves a truncated checkpoint behind.
+
+:func:`load_model` rebuilds the model through the registry and returns a
+:class:`pixelwise.inference.segmenter.Segmenter` carrying the normalisation, class names and
+ignore index, with the :class:`Checkpoint` as its ``checkpoint`` attribute. A model outside the
+registry (any ``nn.Module``) is checkpointed the same way; to load it, build the module and
+pass it: ``load_model(path, network=module)``.
 """
 
 from __future__ import annotations
@@ -41,6 +50,9 @@ from torch import nn
 
 from pixelwise._checks import message
 from pixelwise._files import atomic_write, write_bytes_atomic
+from pixelwise.inference._model import model_in_channels, unwrap_model
+from pixelwise.inference.segmenter import Segmenter, qualified_name
+from pixelwise.nn.normalise import Normalize, check_normalisation
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +75,7 @@ _HEADER = (
 class Checkpoint:
     """What a checkpoint file holds; see the module docstring for each field."""
 
-    model_name: str
+    model_name: str | None
     model_args: dict
     class_names: tuple[str, ...]
     ignore_index: int
@@ -73,27 +85,20 @@ class Checkpoint:
     metrics: dict
     state_dict: dict[str, torch.Tensor]
     training: dict | None
+    model_class: str | None = None
 
     @property
     def num_classes(self) -> int:
-        """K, from the model arguments."""
-        return int(self.model_args["num_classes"])
+        """K, from the model arguments (else the class names)."""
+        return int(self.model_args.get("num_classes", len(self.class_names)))
 
     @property
-    def in_channels(self) -> int:
-        """C, from the model arguments."""
-        return int(self.model_args["in_channels"])
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain model inside DistributedDataParallel / DataParallel and ``torch.compile``."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        else:
-            return model
+    def in_channels(self) -> int | None:
+        """C, from the model arguments (else the normalisation); None when neither says."""
+        channels = self.model_args.get("in_channels")
+        if channels is None and self.normalisation:
+            channels = len(self.normalisation["mean"])
+        return None if channels is None else int(channels)
 
 
 def _plain_key(key: object) -> object:
@@ -121,23 +126,6 @@ def plain(value: object) -> object:
     )
 
 
-def _check_normalisation(normalisation: Mapping | None, what: str = "normalisation") -> dict:
-    if normalisation is None:
-        return {}
-    if not isinstance(normalisation, Mapping) or not normalisation:
-        raise ValueError(message(what, 'be {"mean": [...], "std": [...]}', repr(normalisation)))
-    mean, std = normalisation.get("mean"), normalisation.get("std")
-    if mean is None or std is None or len(mean) != len(std) or not len(mean):
-        raise ValueError(
-            message(
-                what, "hold 'mean' and 'std' lists of one value per channel", repr(normalisation)
-            )
-        )
-    if any(float(s) <= 0 for s in std):
-        raise ValueError(message(f"{what} std", "be > 0 for every channel", list(std)))
-    return {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
-
-
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     # Clones, so that no two entries share storage (safetensors refuses shared tensors).
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
@@ -159,8 +147,10 @@ def save_checkpoint(
 
     Args:
         path: The ``.pt`` file to write (its folder must exist); replaced atomically.
-        model: A model built by :func:`pixelwise.models.create_model`, possibly wrapped in
-            DistributedDataParallel or compiled: the plain model is saved.
+        model: Any ``nn.Module``, possibly wrapped in DistributedDataParallel or compiled
+            (the plain model is saved). One built by :func:`pixelwise.models.create_model`
+            records its name and arguments, so :func:`load_model` can rebuild it; any other
+            records its class name, K and (when it says) C.
         class_names: K names.
         ignore_index: Target value left out of loss and metrics.
         normalisation: ``{"mean": [...], "std": [...]}`` per channel; None for none.
@@ -178,21 +168,11 @@ def save_checkpoint(
             message(f"checkpoint folder {path.parent}", "exist", "a missing folder")
         )
     model = unwrap_model(model)
-    name = getattr(model, "pixelwise_name", None)
-    if name is None:
-        raise ValueError(
-            message(
-                "checkpointed model",
-                "be built by pixelwise.models.create_model (it records name and arguments)",
-                type(model).__name__,
-            )
-        )
     header = {
-        "model_name": name,
-        "model_args": plain(model.pixelwise_args),
+        **_model_header(model, class_names),
         "class_names": [str(n) for n in class_names],
         "ignore_index": int(ignore_index),
-        "normalisation": _check_normalisation(normalisation),
+        "normalisation": check_normalisation(normalisation),
         "config": plain(config),
         "epoch": int(epoch),
         "metrics": plain(metrics),
@@ -209,6 +189,17 @@ def save_checkpoint(
     _write_safetensors(path.with_suffix(".safetensors"), weights, header)
     logger.info("saved checkpoint %s (epoch %d)", path, epoch)
     return path
+
+
+def _model_header(model: nn.Module, class_names: Sequence[str]) -> dict:
+    name = getattr(model, "pixelwise_name", None)
+    if name is not None:
+        args = plain(model.pixelwise_args)
+    else:
+        args = {"num_classes": len(class_names)}
+        if model_in_channels(model) is not None:
+            args["in_channels"] = int(model_in_channels(model))
+    return {"model_name": name, "model_class": qualified_name(model), "model_args": args}
 
 
 def _write_safetensors(path: Path, weights: dict[str, torch.Tensor], header: dict) -> None:
@@ -276,8 +267,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     missing = [k for k in (*_HEADER, "state_dict") if k not in payload]
     if missing:
         raise _not_a_checkpoint(path, f"a file without {missing}")
+    name = payload["model_name"]
     return Checkpoint(
-        model_name=str(payload["model_name"]),
+        model_name=None if name is None else str(name),
         model_args=dict(payload["model_args"]),
         class_names=tuple(str(n) for n in payload["class_names"]),
         ignore_index=int(payload["ignore_index"]),
@@ -287,6 +279,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         metrics=dict(payload["metrics"]),
         state_dict=dict(payload["state_dict"]),
         training=payload.get("training"),
+        model_class=payload.get("model_class"),
     )
 
 
@@ -300,56 +293,78 @@ def rebuild_args(model_args: Mapping) -> dict:
     return {k: (None if k.endswith("_weights") else v) for k, v in model_args.items()}
 
 
-def build_model(checkpoint: Checkpoint, *, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the checkpoint's model through the registry, load its weights, eval mode."""
-    from pixelwise.models import create_model
-
-    args = rebuild_args(checkpoint.model_args)
-    model = create_model(checkpoint.model_name, **args)
+def _load_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
     result = model.load_state_dict(checkpoint.state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
+        what = checkpoint.model_name or checkpoint.model_class or type(model).__name__
         raise ValueError(
             message(
-                f"checkpoint weights for model '{checkpoint.model_name}'",
+                f"checkpoint weights for model '{what}'",
                 "match the rebuilt model",
                 f"missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}",
                 "the checkpoint was written by an incompatible version of the model",
             )
         )
+
+
+def build_model(checkpoint: Checkpoint, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the checkpoint's model through the registry, load its weights, eval mode."""
+    # Imported here: the models (and torchvision) load only when a model is rebuilt, which
+    # keeps reading a checkpoint's header, e.g. for `pixelwise train --resume`, cheap.
+    from pixelwise.models import create_model
+
+    if checkpoint.model_name is None:
+        raise ValueError(
+            message(
+                "the checkpoint's model",
+                "be registered to be rebuilt",
+                f"an unregistered {checkpoint.model_class or 'model'}",
+                "build the module, then load_model(path, network=module), or "
+                "module.load_state_dict(load_checkpoint(path).state_dict)",
+            )
+        )
+    model = create_model(checkpoint.model_name, **rebuild_args(checkpoint.model_args))
+    _load_weights(model, checkpoint)
     return model.to(device).eval()
 
 
 def load_model(
-    path: str | Path, *, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, Checkpoint]:
-    """Read a checkpoint and rebuild its model (eval mode, on ``device``)."""
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    network: nn.Module | None = None,
+) -> Segmenter:
+    """Read a checkpoint and return its model as a Segmenter (eval mode, on ``device``).
+
+    Args:
+        path: A ``.pt`` or ``.safetensors`` checkpoint.
+        device: Where the model goes.
+        network: The module to load the weights into, for a model outside the registry (or
+            to reuse one); default: rebuilt through the registry.
+
+    Returns:
+        A :class:`pixelwise.inference.segmenter.Segmenter` with the checkpoint's
+        normalisation, class names and ignore index; ``segmenter.checkpoint`` is the
+        :class:`Checkpoint` read (config, epoch, metrics, weights).
+
+    Raises:
+        ValueError: as :func:`load_checkpoint`; a model outside the registry without
+            ``network``; weights that do not fit the model (one line naming the file).
+    """
     checkpoint = load_checkpoint(path)
     try:
-        return build_model(checkpoint, device=device), checkpoint
+        if network is None:
+            network = build_model(checkpoint, device=device)
+        else:
+            _load_weights(unwrap_model(network), checkpoint)
+            network = network.to(device).eval()
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"{exc} (checkpoint {path})") from None
-
-
-def normalise_images(images: torch.Tensor, normalisation: Mapping | None) -> torch.Tensor:
-    """``(x − mean) / std`` per channel, for images in [0, 1]; None or ``{}`` returns ``images``.
-
-    Shape:
-        images: (N, C, H, W) or (C, H, W); output: the same.
-    """
-    if not normalisation:
-        return images
-    norm = _check_normalisation(normalisation)
-    channels = images.shape[-3] if images.dim() >= 3 else None
-    if images.dim() not in (3, 4) or channels != len(norm["mean"]):
-        raise ValueError(
-            message(
-                "images",
-                f"have shape (N, C, H, W) or (C, H, W) with C = {len(norm['mean'])} "
-                "(the checkpoint's channels)",
-                f"shape {tuple(images.shape)}",
-            )
-        )
-    dtype = images.dtype if images.is_floating_point() else torch.float32
-    mean = torch.tensor(norm["mean"], dtype=dtype, device=images.device)[:, None, None]  # (C,1,1)
-    std = torch.tensor(norm["std"], dtype=dtype, device=images.device)[:, None, None]  # (C,1,1)
-    return (images.to(dtype) - mean) / std
+    segmenter = Segmenter(
+        network,
+        Normalize.from_dict(checkpoint.normalisation).to(device),
+        class_names=checkpoint.class_names,
+        ignore_index=checkpoint.ignore_index,
+    )
+    segmenter.checkpoint = checkpoint
+    return segmenter.eval()

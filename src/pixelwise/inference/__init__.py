@@ -1,13 +1,14 @@
-"""Inference: whole-image and tiled prediction (overlap-tile for valid U-Net, blended tiles
+"""Inference: the Segmenter (a trained network with its normalisation, classes and palette),
+whole-image and tiled prediction (overlap-tile for valid U-Net, blended tiles
 otherwise, optional test-time augmentation), prediction files, evaluation of a data set with
 the confusion-matrix metrics and boundary F1, and export to ONNX / TorchScript."""
 
 from pixelwise.inference._model import output_margin
+from pixelwise.inference.evaluate import evaluate, evaluate_dataset
 from pixelwise.inference.predict import (
     OUTPUT_KINDS,
     collect_images,
     covering_input_size,
-    evaluate_dataset,
     evaluation_dataset,
     plan_outputs,
     predict_file,
@@ -18,14 +19,18 @@ from pixelwise.inference.predict import (
     save_prediction,
     whole_image_logits,
 )
+from pixelwise.inference.segmenter import Segmenter, as_segmenter
 from pixelwise.inference.tiling import plan_tiles, predict
 from pixelwise.inference.tta import augmented_logits
 
 __all__ = [
     "OUTPUT_KINDS",
+    "Segmenter",
+    "as_segmenter",
     "augmented_logits",
     "collect_images",
     "covering_input_size",
+    "evaluate",
     "evaluate_dataset",
     "evaluation_dataset",
     "output_margin",

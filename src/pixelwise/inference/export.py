@@ -46,6 +46,7 @@ from torch import nn
 from pixelwise._checks import check_choice, check_positive_int, message
 from pixelwise._files import atomic_write
 from pixelwise.inference._model import eval_mode, model_in_channels, output_margin
+from pixelwise.inference.segmenter import Segmenter, as_segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -121,30 +122,16 @@ def _two(value: int | Sequence[int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-class _ValidUNetLayers(nn.Module):
-    """A valid-padding U-Net's layers without its Python size check (see the module docs)."""
-
-    def __init__(self, unet: nn.Module) -> None:
-        super().__init__()
-        self.unet = unet
-        # Exporters switch the root to eval and back; the root's mode must not change the net's.
-        self.train(unet.training)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.unet.head(self.unet._encode_decode(images))  # (N, K, H', W')
-
-
 def export_module(model: nn.Module) -> nn.Module:
     """The model in the form that traces for any size: max-unpooling as a scatter (on a copy;
-    ``model`` is left as it is) and a valid U-Net without its Python size check.
+    ``model`` is left as it is) and the form a model declares with an ``export_module()``
+    method (a valid U-Net without its Python size check).
 
     Its outputs equal the model's; it is meant for export only.
 
     Shape:
         (N, C, H, W) -> (N, K, H', W'), as ``model``.
     """
-    from pixelwise.models.unet import UNet
-
     unpools = [name for name, m in model.named_modules() if isinstance(m, nn.MaxUnpool2d)]
     if unpools:
         model = copy.deepcopy(model)
@@ -153,9 +140,8 @@ def export_module(model: nn.Module) -> nn.Module:
             old = model.get_submodule(name)
             new = ScatterMaxUnpool2d(old.kernel_size, old.stride, old.padding)
             setattr(model.get_submodule(parent), attribute, new)
-    if isinstance(model, UNet) and output_margin(model) > 0:
-        model = _ValidUNetLayers(model)
-    return model
+    declared = getattr(model, "export_module", None)
+    return declared() if callable(declared) else model
 
 
 def _in_channels(model: nn.Module) -> int:
@@ -344,10 +330,10 @@ def _check_path(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
-def _model_metadata(model: nn.Module, exported: Exported, extra: Mapping[str, object]) -> dict:
+def _model_metadata(segmenter: Segmenter, exported: Exported, extra: Mapping[str, object]) -> dict:
+    model = segmenter.network
     return {
-        "model_name": getattr(model, "pixelwise_name", type(model).__name__),
-        "model_args": dict(getattr(model, "pixelwise_args", {}) or {}),
+        **segmenter.meta(),
         "input": "images (N, C, H, W) float32, normalised as 'normalisation' says",
         "output": "logits (N, K, H, W)"
         if output_margin(model) == 0
@@ -377,17 +363,21 @@ def export_model(
     metadata: Mapping[str, object] | None = None,
     overwrite: bool = False,
 ) -> Exported:
-    """Write ``model`` (in eval mode) as an ONNX or TorchScript file, atomically.
+    """Write ``model``'s network (in eval mode) as an ONNX or TorchScript file, atomically.
 
     Args:
-        model: Any pixelwise model; its mode is restored after.
+        model: A :class:`pixelwise.inference.segmenter.Segmenter` (e.g. from
+            :func:`pixelwise.engine.checkpoint.load_model`) or a bare pixelwise network; its
+            mode is restored after. The graph is the network alone (it takes normalised
+            images); :meth:`Segmenter.meta` (model name and arguments, class names, ignore
+            index, normalisation, K, C) is stored beside it.
         path: The file to write (its folder must exist); suffix ``.onnx`` / ``.ts`` by custom.
         format: ``"onnx"`` (needs the onnx package: ``pixelwise[export]``) or ``"torchscript"``.
         example_size: (H, W) to trace at; default :func:`default_example_size`. If the trace
             does not hold at a second size, the export is fixed to this size.
         opset: ONNX opset version (ignored for TorchScript).
-        metadata: Extra JSON-serialisable entries stored with the graph (class names,
-            normalisation, ...), beside the model's name and arguments.
+        metadata: Extra JSON-serialisable entries stored with the graph (e.g. the checkpoint
+            file and epoch), beside :meth:`Segmenter.meta`.
         overwrite: Replace an existing file (refused otherwise).
 
     Returns:
@@ -403,6 +393,8 @@ def export_model(
         exported graph: images (N, C, H, W) float32 -> logits (N, K, H, W) (smaller H, W for
         a valid U-Net).
     """
+    segmenter = as_segmenter(model)
+    model = segmenter.network
     check_choice("format", format, FORMATS)
     path = _check_path(path, overwrite)
     if format == "onnx":
@@ -416,7 +408,7 @@ def export_model(
         if not dynamic:
             logger.warning("the export of %s is fixed to size %s×%s", path, *size)
         exported = Exported(path, format, size, dynamic, opset if format == "onnx" else None)
-        info = _model_metadata(model, exported, metadata or {})
+        info = _model_metadata(segmenter, exported, metadata or {})
         if format == "torchscript":
             _write_torchscript(traced, path, info)
         else:

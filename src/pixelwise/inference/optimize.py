@@ -39,14 +39,14 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from pixelwise._checks import message
-from pixelwise.models.deeplab import ResNetEncoder
 
 OPTIMIZED_ATTRIBUTE = "pixelwise_optimized"
 
 # Modules whose forward applies ``bn(conv(x))`` to these attribute pairs (and nothing else
 # reads ``conv``'s output): the pairs can be folded although they are not in a Sequential.
+# torchvision's blocks are listed here; pixelwise's own modules declare theirs as a
+# ``fold_pairs`` class attribute (e.g. the DeepLab ResNet encoder's stem).
 ATTRIBUTE_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
-    ResNetEncoder: (("conv1", "bn1"),),
     BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
     Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
 }
@@ -102,7 +102,8 @@ def fold_batch_norms(model: nn.Module) -> int:
 
     A pair is a ``Conv2d`` followed by an ``nn.BatchNorm2d`` with running statistics, either
     next to each other in an ``nn.Sequential`` (pixelwise's ``ConvBNReLU``, VGG-BN blocks,
-    ResNet downsampling) or as the attribute pairs of :data:`ATTRIBUTE_PAIRS`. The
+    ResNet downsampling) or as the attribute pairs a module's class declares in ``fold_pairs``
+    or :data:`ATTRIBUTE_PAIRS` lists. The
     convolution is replaced by the folded one and the batch norm by ``nn.Identity``. Batch
     norms of subclasses (which may compute something else) are left alone.
 
@@ -138,7 +139,9 @@ def _foldable_pairs(model: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
             names = list(parent._modules)
             pairs = itertools.pairwise(names)
         else:
-            pairs = ATTRIBUTE_PAIRS.get(type(parent), ())
+            pairs = getattr(type(parent), "fold_pairs", None) or ATTRIBUTE_PAIRS.get(
+                type(parent), ()
+            )
         for conv_name, bn_name in pairs:
             if _is_foldable(getattr(parent, conv_name), getattr(parent, bn_name)):
                 yield parent, conv_name, bn_name

@@ -1,5 +1,5 @@
 """Whole-image prediction: logits and masks at the image size, files for a folder of images,
-and a data set's metrics.
+and the evaluation split of a data config.
 
 :func:`whole_image_logits` is the one place that maps a (normalised) image batch to logits at
 its size; overlap-tile prediction of large images slots in beside it with the same signature.
@@ -8,13 +8,14 @@ U-Net with ``padding="valid"`` loses a margin on every side, so the image is mir
 that margin (and up to the next size the network accepts) and the output cropped back, as in
 the U-Net paper's overlap-tile strategy for one tile.
 
-Nothing here prints; :func:`evaluate_dataset` reports progress through a callback.
+Every function takes a :class:`pixelwise.inference.segmenter.Segmenter` (its normalisation is
+applied to the images) or a bare network (which sees the images as they are). Nothing here
+prints.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -36,14 +37,18 @@ from pixelwise.data import (
 from pixelwise.data._io import read_image
 from pixelwise.data.build import full_dataset
 from pixelwise.data.datasets import list_images
-from pixelwise.engine.checkpoint import normalise_images
-from pixelwise.inference._model import eval_mode, model_device, model_in_channels, output_margin
-from pixelwise.metrics import ConfusionMatrix, boundary_f1_scores
-from pixelwise.metrics.boundary import image_mean
+from pixelwise.inference._model import (
+    eval_mode,
+    model_device,
+    model_in_channels,
+    model_parts,
+    output_margin,
+    unwrap_model,
+)
+from pixelwise.inference.tiling import predict as predict_tiled
 from pixelwise.models.patch import mirror_pad
-from pixelwise.report.palette import colorize, overlay
+from pixelwise.report.palette import class_palette, colorize, overlay
 
-Normalisation = Mapping[str, Sequence[float]]
 Progress = Callable[[int, int], None]
 OUTPUT_KINDS = ("mask", "color", "overlay")
 CAMVID_EVAL_SPLITS = ("val", "train", "test")
@@ -55,7 +60,8 @@ def covering_input_size(model: nn.Module, size: int) -> int:
     margin = output_margin(model)
     if margin == 0:
         return size
-    return model.valid_input_sizes_near(size + 2 * margin)[1]
+    network = unwrap_model(model_parts(model)[0])
+    return network.valid_input_sizes_near(size + 2 * margin)[1]
 
 
 def whole_image_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -79,17 +85,15 @@ def whole_image_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model(window)[..., :height, :width]  # (N, K, H, W)
 
 
-def predict_logits(
-    model: nn.Module, images: torch.Tensor, *, normalisation: Normalisation | None = None
-) -> torch.Tensor:
+def predict_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Logits of one image or a batch at the image size, the model in eval mode, without grad.
 
     Args:
-        model: Any pixelwise model (e.g. from :func:`pixelwise.engine.checkpoint.load_model`).
-            Its train/eval mode is restored afterwards.
+        model: A :class:`pixelwise.inference.segmenter.Segmenter` (e.g. from
+            :func:`pixelwise.engine.checkpoint.load_model`), whose normalisation is applied, or
+            a bare network, which sees the images as they are. Its train/eval mode is
+            restored afterwards.
         images: Float images in [0, 1], moved to the model's device.
-        normalisation: ``{"mean": [...], "std": [...]}`` per channel, as stored in a
-            checkpoint; None when the model was trained on [0, 1] images.
 
     Returns:
         Logits on the model's device.
@@ -97,111 +101,23 @@ def predict_logits(
     Shape:
         images: (C, H, W) or (N, C, H, W); returns (K, H, W) or (N, K, H, W).
     """
+    network, normalize = model_parts(model)
     single = isinstance(images, torch.Tensor) and images.dim() == 3
-    batch = check_images(images.unsqueeze(0) if single else images, model_in_channels(model))
-    batch = batch.to(model_device(model))
-    if normalisation is not None:
-        batch = normalise_images(batch, normalisation)
-    with eval_mode(model), torch.inference_mode():
-        logits = whole_image_logits(model, batch)  # (N, K, H, W)
+    batch = check_images(images.unsqueeze(0) if single else images, model_in_channels(network))
+    batch = normalize(batch.to(model_device(network)))
+    with eval_mode(network), torch.inference_mode():
+        logits = whole_image_logits(network, batch)  # (N, K, H, W)
     return logits[0] if single else logits
 
 
-def predict_mask(
-    model: nn.Module, images: torch.Tensor, *, normalisation: Normalisation | None = None
-) -> torch.Tensor:
+def predict_mask(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Predicted classes (the argmax of :func:`predict_logits`), on the CPU.
 
     Shape:
         images: (C, H, W) or (N, C, H, W); returns (H, W) or (N, H, W) int64.
     """
-    logits = predict_logits(model, images, normalisation=normalisation)
+    logits = predict_logits(model, images)
     return logits.argmax(dim=-3).cpu()
-
-
-def _check_num_classes(logits: torch.Tensor, num_classes: int) -> None:
-    if logits.shape[-3] != num_classes:
-        raise ValueError(
-            message(
-                "the model's output",
-                f"have one channel per class ({num_classes})",
-                f"{logits.shape[-3]} channels",
-                "evaluate with the data encoding the model was trained on",
-            )
-        )
-
-
-def _class_boundary_f1(scores: np.ndarray) -> np.ndarray:
-    """Per class, the mean BF score over the images where the class is scored (NaN if none)."""
-    scored = ~np.isnan(scores)
-    sums = np.where(scored, scores, 0.0).sum(axis=0)
-    counts = scored.sum(axis=0)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), math.nan)
-
-
-def evaluate_dataset(
-    model: nn.Module,
-    dataset: SegmentationDataset,
-    *,
-    num_classes: int,
-    ignore_index: int | None,
-    normalisation: Normalisation | None = None,
-    class_names: Sequence[str] | None = None,
-    progress: Progress | None = None,
-    tolerance: float = 0.0075,
-) -> dict[str, object]:
-    """Predict every sample of a data set, one image at a time, and score the predictions.
-
-    Args:
-        model: The model; see :func:`predict_logits`.
-        dataset: Yields ``{"image": (C, H, W), "mask": (H, W)}`` dicts (sizes may differ).
-        num_classes, ignore_index: Of the masks; the model must output ``num_classes`` maps.
-        normalisation: As in :func:`predict_logits`.
-        class_names: Keys of the per-class table; default ``"0"``, ``"1"``, ...
-        progress: Called as ``progress(done, total)`` after each image.
-        tolerance: Boundary F1 match distance, as a fraction of the image diagonal.
-
-    Returns:
-        :meth:`ConfusionMatrix.summary` (pixel and mean accuracy, mean and frequency-weighted
-        IoU, mean Dice, per class IoU/accuracy/Dice/pixels) plus ``boundary_f1`` (the mean over
-        images, see :func:`pixelwise.metrics.boundary_f1`), a per-class ``boundary_f1`` and
-        ``num_images``. NaN marks an undefined value.
-    """
-    total = len(dataset)
-    if total == 0:
-        raise ValueError(message("the data set", "hold at least one sample", "none"))
-    matrix = ConfusionMatrix(num_classes, ignore_index)
-    scores = []
-    for index in range(total):
-        sample = dataset[index]
-        logits = predict_logits(model, sample["image"], normalisation=normalisation)
-        _check_num_classes(logits, num_classes)
-        pred = logits.argmax(dim=0).cpu()[None]  # (1, H, W)
-        target = torch.as_tensor(sample["mask"])[None]  # (1, H, W)
-        matrix.update(pred, target)
-        scores.append(
-            boundary_f1_scores(
-                pred, target, num_classes, ignore_index=ignore_index, tolerance=tolerance
-            )
-        )
-        if progress is not None:
-            progress(index + 1, total)
-    return _summary(matrix, np.concatenate(scores), class_names, total)
-
-
-def _summary(
-    matrix: ConfusionMatrix,
-    scores: np.ndarray,
-    class_names: Sequence[str] | None,
-    num_images: int,
-) -> dict[str, object]:
-    result = matrix.summary(class_names)
-    per_class = _class_boundary_f1(scores)
-    for row, value in zip(result["classes"].values(), per_class, strict=True):
-        row["boundary_f1"] = float(value)
-    result["boundary_f1"] = image_mean(scores)
-    result["num_images"] = num_images
-    return result
 
 
 def evaluation_dataset(
@@ -367,9 +283,8 @@ def predict_file(
     model: nn.Module,
     image_path: str | Path,
     paths: Mapping[str, Path],
-    palette: np.ndarray,
+    palette: np.ndarray | None = None,
     *,
-    normalisation: Normalisation | None = None,
     alpha: float = 0.5,
     tile: int = 512,
     tta: bool | str = False,
@@ -379,19 +294,24 @@ def predict_file(
 
     Images of any size go through :func:`pixelwise.inference.tiling.predict`: one that fits in
     a tile is predicted whole, a larger one in overlapping tiles (overlap-tile for a valid
-    U-Net) with ``progress(done, total)`` over tiles. The model is optimised for inference
-    unless it already is (pass an optimised one to avoid a copy per image; the command line
-    does).
+    U-Net) with ``progress(done, total)`` over tiles. The network is optimised for inference
+    unless it already is (pass a Segmenter of an optimised one to avoid a copy per image; the
+    command line does).
+
+    Args:
+        model: A :class:`pixelwise.inference.segmenter.Segmenter` (its normalisation and
+            palette are used) or a bare network.
+        palette: (K, 3) colours; default the Segmenter's, or
+            :func:`pixelwise.report.palette.class_palette` of K for a bare network.
 
     Shape:
         returns (H, W) int64.
     """
-    from pixelwise.inference.tiling import predict as predict_tiled
-
     image = read_image_file(image_path, model_in_channels(model))  # (C, H, W)
-    logits = predict_tiled(
-        model, image, tile=tile, tta=tta, normalisation=normalisation, progress=progress
-    )  # (K, H, W)
+    logits = predict_tiled(model, image, tile=tile, tta=tta, progress=progress)  # (K, H, W)
     mask = logits.argmax(dim=0).cpu()  # (H, W)
+    if palette is None:
+        palette = getattr(model, "palette", None)
+        palette = class_palette(logits.shape[0]) if palette is None else palette
     save_prediction(image, mask, paths, palette, alpha=alpha)
     return mask

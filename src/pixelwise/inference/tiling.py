@@ -51,19 +51,24 @@ about 1.6 GiB for the batch of four 512² tiles (MONAI's sliding window: 3.69 Gi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from pixelwise._checks import check_choice, check_positive_int, message
-from pixelwise.engine.checkpoint import normalise_images
-from pixelwise.inference._model import eval_mode, model_device, model_in_channels, output_margin
+from pixelwise.inference._model import (
+    eval_mode,
+    model_device,
+    model_in_channels,
+    model_parts,
+    output_margin,
+    unwrap_model,
+)
 from pixelwise.inference.optimize import optimize_for_inference
 from pixelwise.inference.tta import augmented_logits, check_transforms
 
-Normalisation = Mapping[str, Sequence[float]]
 Progress = Callable[[int, int], None]
 BLENDS = ("gaussian", "constant")
 GAUSSIAN_SIGMA = 1 / 8  # σ as a fraction of the tile side (nnU-Net's choice)
@@ -220,6 +225,7 @@ def plan_tiles(
     The strategy follows the model (see the module docstring): overlap-tile when its output is
     smaller than its input, blended tiles otherwise.
     """
+    model = unwrap_model(model_parts(model)[0])
     tile_h, tile_w = _pair("tile", tile)
     check_positive_int("image height", height)
     check_positive_int("image width", width)
@@ -343,7 +349,6 @@ def predict(
     blend: str = "gaussian",
     batch_size: int = 4,
     tta: bool | str | Sequence[str] = False,
-    normalisation: Normalisation | None = None,
     progress: Progress | None = None,
     device: str | torch.device | None = None,
     optimize: bool = True,
@@ -360,9 +365,11 @@ def predict(
     the module docstring).
 
     Args:
-        model: Any pixelwise model; U-Net with ``padding="valid"`` gets the overlap-tile
-            strategy, every other model blended tiles.
-        image: Float image in [0, 1] (or already normalised, with ``normalisation=None``).
+        model: A :class:`pixelwise.inference.segmenter.Segmenter` (its normalisation is
+            applied to each tile) or a bare network (which sees the tiles as they are); U-Net
+            with ``padding="valid"`` gets the overlap-tile strategy, every other model blended
+            tiles.
+        image: Float image in [0, 1] (or already normalised, for a bare network).
         tile: Input tile side, or (H, W). A multiple of the model's ``size_divisor`` wastes
             nothing; for a valid U-Net the largest accepted size ≤ ``tile`` is used.
         overlap: Fraction of the tile that neighbouring tiles share, in [0, 1) (blended tiles).
@@ -371,8 +378,6 @@ def predict(
         tta: Test-time augmentation per tile, averaged in logit space: False (default), True
             (the eight flips and rotations), ``"flips"``, or a list of names from
             :data:`pixelwise.inference.tta.DIHEDRAL`.
-        normalisation: ``{"mean": [...], "std": [...]}`` applied to each tile, as stored in
-            a checkpoint; None when the model takes the image as it is.
         progress: Called as ``progress(tiles_done, tiles_total)`` after each batch.
         device: Where the model runs (default: the device of its parameters); tiles move
             there batch by batch, logits come back to the image's device.
@@ -389,6 +394,7 @@ def predict(
     Shape:
         image: (C, H, W) -> logits (K, H, W).
     """
+    model, normalize = model_parts(model)
     image = _check_image(image, model)
     check_positive_int("batch_size", batch_size)
     transforms = check_transforms(tta)
@@ -401,7 +407,7 @@ def predict(
     with eval_mode(model), torch.inference_mode():
         for pairs in _batches(plan, batch_size):
             batch = torch.stack([extract_tile(image, r, c) for r, c in pairs])  # (B, C, h, w)
-            batch = normalise_images(batch.to(device, dtype), normalisation)
+            batch = normalize(batch.to(device, dtype))
             if transforms:
                 logits = augmented_logits(model, batch, transforms=transforms)  # (B, K, h', w')
             else:

@@ -98,6 +98,10 @@ class ResNetEncoder(nn.Module):
         (N, C, H, W) -> (N, D, ceil(H/OS), ceil(W/OS)), D = 512 (resnet18/34) or 2048.
     """
 
+    # (convolution, batch norm) attribute pairs that forward applies as bn(conv(x)) and
+    # nothing else reads conv's output: inference folds them (pixelwise.inference.optimize).
+    fold_pairs = (("conv1", "bn1"),)
+
     def __init__(
         self,
         name: str = "resnet50",

@@ -142,6 +142,20 @@ def _init_paper_(module: nn.Module) -> None:
             m.bias.zero_()
 
 
+class _UncheckedUNet(nn.Module):
+    """A valid-padding U-Net's layers without its Python size check: it takes only the sizes
+    the network accepts, unchecked."""
+
+    def __init__(self, unet: UNet) -> None:
+        super().__init__()
+        self.unet = unet
+        # Exporters switch the root to eval and back; the root's mode must not change the net's.
+        self.train(unet.training)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.unet.head(self.unet._encode_decode(images))  # (N, K, H', W')
+
+
 class UNet(nn.Module):
     """U-Net with configurable depth, width, padding and upsampling.
 
@@ -241,6 +255,12 @@ class UNet(nn.Module):
             return self.head(self._encode_decode(x))  # (N, K, H', W')
         x, pads = pad_to_multiple(x, self.size_divisor)  # (N, C, H16, W16) at depth 4
         return crop_padding(self.head(self._encode_decode(x)), pads)  # (N, K, H, W)
+
+    def export_module(self) -> nn.Module:
+        """The form that traces for any size (used by :mod:`pixelwise.inference.export`): a
+        valid-padding U-Net without its Python size check, which tracing would freeze at the
+        traced size (its outputs equal the model's); a same-padding U-Net as it is."""
+        return _UncheckedUNet(self) if self.padding == "valid" else self
 
     def _encode_decode(self, x: torch.Tensor) -> torch.Tensor:
         # xs = [x1, x2, x3, x4] and u = x5 at the paper's depth; with "valid" padding each

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +29,9 @@ from torch import nn
 from torchvision.models import vgg as tv_vgg
 
 from pixelwise._checks import check_choice, did_you_mean, message
-from pixelwise.engine.checkpoint import normalise_images
+from pixelwise.inference._model import model_parts
 from pixelwise.models.backbones import load_local_weights
+from pixelwise.nn.normalise import normalise_images
 
 logger = logging.getLogger(__name__)
 
@@ -304,9 +305,10 @@ class ModelFeatures(FeatureNetwork):
     second convolution at the second-coarsest (VGG's conv4_2). Responses are pre-activations.
 
     Args:
-        model: a pixelwise model (eval mode is set; its parameters are frozen).
-        normalisation: the model's input normalisation, ``{"mean": [...], "std": [...]}`` for
-            images in [0, 1] (a checkpoint's ``normalisation``); None or ``{}``: none.
+        model: a :class:`pixelwise.inference.segmenter.Segmenter` (e.g. a checkpoint's, from
+            :func:`pixelwise.engine.checkpoint.load_model`), whose normalisation is applied to
+            the images in [0, 1], or a bare network, which sees them as they are (eval mode is
+            set; its parameters are frozen).
         in_channels: C; default: the model's ``in_channels``.
 
     Shape:
@@ -317,12 +319,11 @@ class ModelFeatures(FeatureNetwork):
         self,
         model: nn.Module,
         *,
-        normalisation: Mapping[str, Sequence[float]] | None = None,
         in_channels: int | None = None,
     ) -> None:
         super().__init__()
+        model, self.normalize = model_parts(model)
         self.model = model.eval().requires_grad_(False)
-        self.normalisation = dict(normalisation) if normalisation else None
         self.in_channels = int(in_channels or _model_in_channels(model))
         self.probe_size = self.fit_size(PROBE_SIZE, PROBE_SIZE)[0]
         self.convs = self._probe()
@@ -366,7 +367,7 @@ class ModelFeatures(FeatureNetwork):
             self.modules_by_name[name].register_forward_hook(keep(name)) for name in set(wanted)
         ]
         try:
-            self.model(normalise_images(images, self.normalisation))
+            self.model(self.normalize(images))
         except _Stop:
             pass
         finally:
@@ -393,7 +394,7 @@ class ModelFeatures(FeatureNetwork):
         probe = torch.full((1, self.in_channels, size, size), 0.5)  # (1, C, P, P)
         try:
             with torch.no_grad():
-                self.model(normalise_images(probe, self.normalisation))
+                self.model(self.normalize(probe))
         finally:
             for handle in handles:
                 handle.remove()

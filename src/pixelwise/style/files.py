@@ -111,10 +111,8 @@ def feature_network(
             )
         from pixelwise.engine.checkpoint import load_model
 
-        model, checkpoint = load_model(features)
-        return ModelFeatures(
-            model, normalisation=checkpoint.normalisation, in_channels=checkpoint.in_channels
-        )
+        segmenter = load_model(features)
+        return ModelFeatures(segmenter, in_channels=segmenter.checkpoint.in_channels)
     content = check_layer_names(
         [content_layer or VGG19_CONTENT_LAYER], VGG19_LAYERS, "content layer"
     )
