@@ -96,33 +96,45 @@ def test_a_user_network_is_refused_by_load_model_without_the_module(tmp_path):
     result = pixelwise.fit(
         TinyNet(), TwoBlobs(4, seed=1), epochs=1, device="cpu", out_dir=tmp_path, overlays=0
     )
-    with pytest.raises(ValueError, match="not registered") as info:
+    with pytest.raises(ValueError, match="must be registered to be rebuilt") as info:
         load_model(result.last_path)
     assert "\n" not in str(info.value)
 
 
+class Stop(Exception):
+    """Stands for the run being killed after an epoch's checkpoint."""
+
+
 def test_fit_resumes_a_user_network_exactly(tmp_path):
-    def run(epochs, resume=None):
+    def run(resume=None, callbacks=None):
         torch.manual_seed(0)
         return pixelwise.fit(
             TinyNet(),
             TwoBlobs(8, seed=1),
             TwoBlobs(2, seed=2),
-            epochs=epochs,
+            epochs=3,
             batch_size=4,
             deterministic=True,
             device="cpu",
             out_dir=tmp_path / "runs",
             overlays=0,
             resume=resume,
+            callbacks=callbacks,
         )
 
-    whole = run(3)
-    first = run(2)
-    resumed = run(3, resume=first.last_path)
+    def stop_after_two(event, info):
+        if event == "epoch_end" and info["args"][0] == 2:
+            raise Stop
+
+    whole = run()
+    with pytest.raises(Stop):
+        run(callbacks=stop_after_two)
+    killed = max(p for p in (tmp_path / "runs").iterdir() if p != whole.run_dir)
+    resumed = run(resume=killed / "last.pt")
     a, b = load_checkpoint(whole.last_path), load_checkpoint(resumed.last_path)
     for key in a.state_dict:
         assert torch.equal(a.state_dict[key], b.state_dict[key]), key
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
 
 
 def test_fit_without_validation_data_keeps_the_last_checkpoint(tmp_path):
