@@ -175,7 +175,7 @@ def test_fit_names_every_problem_of_the_samples(tmp_path):
     assert "\n" not in text
     assert "train_data[0] 'image' must be a float tensor (C, H, W), got (24, 24)" in text
     assert "train_data[0] 'mask' must be an int64 tensor (H, W), got torch.float32" in text
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         pixelwise.fit("unet", TwoBlobs(2, seed=0), out_dir=tmp_path)
 
 
