@@ -1089,7 +1089,7 @@ class Trainer:
     @torch.no_grad()
     def write_overlays(self, folder: str | Path, count: int) -> list[Path]:
         """Draw image | target | prediction for ``count`` validation images, evenly spaced."""
-        from pixelwise.report.overlay import save_overlay
+        from pixelwise.report.palette import save_overlay
 
         count = min(count, len(self.val_set))
         if count <= 0:
@@ -1117,6 +1117,7 @@ class Trainer:
                     num_classes=self.num_classes,
                     background=background,
                     ignore_index=self.ignore_index,
+                    class_names=self.class_names,
                 )
                 written.append(path)
         finally:
