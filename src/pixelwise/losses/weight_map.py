@@ -46,12 +46,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from pixelwise._checks import check_choice, message
+from pixelwise._checks import check_choice, check_label_image, message
 from pixelwise._files import save_png_atomic
+from pixelwise.metrics._labels import compact_labels
 from pixelwise.report.colormap import apply_colormap
 
 logger = logging.getLogger(__name__)
@@ -65,21 +65,8 @@ LABEL_MODES = ("1", "L", "P", "I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 def _check_label_image(labels: object, what: str) -> np.ndarray:
-    """Return ``labels`` as a non-negative integer numpy array of shape (H, W)."""
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    array = np.asarray(labels)
-    if array.ndim != 2:
-        raise ValueError(message(what, "be a 2-D image (H, W)", f"shape {array.shape}"))
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(
-            message(what, "hold integer labels", f"dtype {array.dtype}", "convert with .astype")
-        )
-    if array.size and array.min() < 0:
-        raise ValueError(message(what, "be >= 0", f"minimum {array.min()}"))
-    return array
+    """``labels`` as non-negative int64 labels (H, W); a boolean mask reads as 0 and 1."""
+    return check_label_image(labels, what, allow_bool=True, nonnegative=True)
 
 
 def _check_params(w0: float, sigma: float, tol: float, border: str) -> None:
@@ -106,11 +93,11 @@ def influence_radius(w0: float = 10.0, sigma: float = 5.0, tol: float = TOLERANC
 
 
 def _compact_ids(labels: np.ndarray) -> np.ndarray:
-    """Renumber object ids to 1..M when they are sparse enough to bloat ``find_objects``."""
+    """Renumber object ids to 1..M (0 stays background) when sparse enough to bloat ``find_objects``."""
     if labels.size == 0 or int(labels.max()) <= labels.size:
         return labels
-    ids = np.unique(labels[labels > 0])  # (M,)
-    return np.where(labels > 0, np.searchsorted(ids, labels) + 1, 0)  # (H, W)
+    ids, values = compact_labels(labels)  # ids index the sorted values
+    return ids if values[0] == 0 else ids + 1  # (H, W)
 
 
 def border_distances(
