@@ -32,7 +32,7 @@ from pixelwise._files import save_png_atomic
 from pixelwise.inference import evaluation_dataset
 from pixelwise.inference.tiling import predict as tiled_predict
 from pixelwise.metrics import isbi_scores, maximal_isbi_scores, membrane_to_segments
-from pixelwise.report.overlay import class_colors, to_rgb
+from pixelwise.report.palette import class_palette, to_rgb
 
 NAME = "isbi2012"
 CONFIG = _runs.ROOT / "configs" / "isbi2012_bench.toml"
@@ -105,7 +105,7 @@ def score(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str,
 
 def segments_rgb(segments: np.ndarray) -> np.ndarray:
     """Segments in cycling colours, membrane black. Shape: (H, W) -> (H, W, 3) uint8."""
-    colors = np.concatenate([[[0, 0, 0]], class_colors(12)])  # (13, 3)
+    colors = np.concatenate([[[0, 0, 0]], class_palette(12)])  # (13, 3)
     return colors[np.where(segments > 0, (segments - 1) % 12 + 1, 0)].astype(np.uint8)
 
 

@@ -35,7 +35,7 @@ from pixelwise import load_checkpoint, load_model, predict_mask
 from pixelwise._files import save_png_atomic
 from pixelwise.inference import evaluation_dataset
 from pixelwise.metrics import isbi_scores, match_objects, mean_average_precision, touching_pairs
-from pixelwise.report.overlay import class_colors, to_rgb
+from pixelwise.report.palette import class_palette, to_rgb
 
 NAME = "nuclei_weightmap"
 CONFIG = _runs.ROOT / "configs" / "nuclei_weightmap.toml"
@@ -137,7 +137,7 @@ def instance_panel(image: torch.Tensor, labels: np.ndarray) -> np.ndarray:
         image: (3, H, W) in [0, 1]; labels: (H, W); returns (H, W, 3) uint8.
     """
     rgb = to_rgb(image).astype(np.float32)
-    colors = class_colors(12).astype(np.float32)
+    colors = class_palette(12).astype(np.float32)
     inside = labels > 0
     rgb[inside] = 0.5 * rgb[inside] + 0.5 * colors[(labels[inside] - 1) % 12]
     outline = inside & (

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 _SHOWN_VALUES = 5  # distinct values an error message lists before "and N more"
+_ONE_IMAGE = "pass one image at a time"
 
 
 def message(what: str, expectation: str, actual: object, fix: str = "") -> str:
@@ -48,33 +49,77 @@ def check_positive_int(what: str, value: object, minimum: int = 1) -> int:
     return value
 
 
-def check_images(x: object, in_channels: int | None = None, what: str = "images") -> torch.Tensor:
-    """Check a batch of images is a float tensor of shape (N, C, H, W).
+# What check_images says for a batch (4 axes) and for one image (3 axes).
+_IMAGE_LAYOUTS = {
+    4: {
+        "shape": "(N, C, H, W)",
+        "other": "add a batch axis with x.unsqueeze(0)",
+        "other_ndim": 3,
+        "float": "convert with x.float()",
+        "channels": "build the model with a matching in_channels or convert the images",
+    },
+    3: {
+        "shape": "(C, H, W)",
+        "other": "predict one image at a time: image[0]",
+        "other_ndim": 4,
+        "float": "convert with image.float()",
+        "channels": "convert the image to the model's channels",
+    },
+}
+
+
+def check_images(
+    x: object, in_channels: int | None = None, what: str = "images", *, ndim: int = 4
+) -> torch.Tensor:
+    """Check a batch of images (``ndim=4``) or one image (``ndim=3``) is a float tensor.
 
     Shape:
-        x: (N, C, H, W), C == ``in_channels`` when given.
+        x: (N, C, H, W) for ``ndim=4``, (C, H, W) for ``ndim=3``; C == ``in_channels`` when given.
     """
+    layout = _IMAGE_LAYOUTS[ndim]
+    shape = layout["shape"]
     if not isinstance(x, torch.Tensor):
-        raise TypeError(message(what, "be a torch.Tensor of shape (N, C, H, W)", type(x).__name__))
-    if x.dim() != 4:
-        fix = "add a batch axis with x.unsqueeze(0)" if x.dim() == 3 else "pass (N, C, H, W)"
+        raise TypeError(message(what, f"be a torch.Tensor of shape {shape}", type(x).__name__))
+    if x.dim() != ndim:
+        fix = layout["other"] if x.dim() == layout["other_ndim"] else f"pass {shape}"
         raise ValueError(
-            message(what, "have 4 dimensions (N, C, H, W)", f"shape {tuple(x.shape)}", fix)
+            message(what, f"have {ndim} dimensions {shape}", f"shape {tuple(x.shape)}", fix)
         )
     if not x.is_floating_point():
-        raise TypeError(
-            message(what, "be a floating-point tensor", x.dtype, "convert with x.float()")
-        )
-    if in_channels is not None and x.shape[1] != in_channels:
+        raise TypeError(message(what, "be a floating-point tensor", x.dtype, layout["float"]))
+    channels = x.shape[ndim - 3]
+    if in_channels is not None and channels != in_channels:
         raise ValueError(
             message(
                 what,
                 f"have {in_channels} channels (the model's in_channels)",
-                f"{x.shape[1]} channels in shape {tuple(x.shape)}",
-                "build the model with a matching in_channels or convert the images",
+                f"{channels} channels in shape {tuple(x.shape)}",
+                layout["channels"],
             )
         )
     return x
+
+
+def check_logits(logits: object) -> torch.Tensor:
+    """Check ``logits`` is a floating-point tensor of shape (N, K, H, W).
+
+    Shape:
+        logits: (N, K, H, W)
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(
+            message("logits", "be a torch.Tensor of shape (N, K, H, W)", type(logits).__name__)
+        )
+    if logits.dim() != 4:
+        fix = "add a batch axis with logits.unsqueeze(0)" if logits.dim() == 3 else ""
+        raise ValueError(
+            message("logits", "have 4 dimensions (N, K, H, W)", f"shape {tuple(logits.shape)}", fix)
+        )
+    if not logits.is_floating_point():
+        raise TypeError(
+            message("logits", "be a floating-point tensor", logits.dtype, "convert with .float()")
+        )
+    return logits
 
 
 def describe_values(values: torch.Tensor | np.ndarray) -> str:
@@ -125,3 +170,107 @@ def check_class_indices(
             "" if ignore_index is None else f" or ignore_index {ignore_index}"
         )
         raise ValueError(message(what, allowed, describe_values(labels[~valid]), fix))
+
+
+def check_target(
+    target: object,
+    num_classes: int,
+    ignore_index: int | None,
+    *,
+    like: torch.Tensor | None = None,
+    fix: str | None = None,
+) -> torch.Tensor:
+    """``target`` as int64 if it is (N, H, W) class indices in ``[0, K)`` or ``ignore_index``.
+
+    Any integer dtype is accepted and returned as int64, the dtype torch's kernels index with.
+    The value check costs one device synchronisation.
+
+    Args:
+        like: Logits (N, K, H, W) whose batch and spatial size the target must have; without
+            them the target only needs 3 axes.
+        fix: The advice after a value out of range; default :func:`check_class_indices`'s.
+
+    Shape:
+        target: (N, H, W); like: (N, K, H, W)
+    """
+    target = check_integer_labels(target, "target", "(N, H, W)")
+    if like is not None:
+        n, _, h, w = like.shape
+        if tuple(target.shape) != (n, h, w):
+            raise ValueError(
+                message(
+                    "target",
+                    f"have shape (N, H, W) = {(n, h, w)} to match logits {tuple(like.shape)}",
+                    f"shape {tuple(target.shape)}",
+                    "drop the channel axis of the target or resize it to the logits",
+                )
+            )
+    elif target.dim() != 3:
+        fix_axes = "add a batch axis with target.unsqueeze(0)" if target.dim() == 2 else ""
+        raise ValueError(
+            message(
+                "target",
+                "have 3 dimensions (N, H, W)",
+                f"shape {tuple(target.shape)}",
+                fix_axes or "pass (N, H, W)",
+            )
+        )
+    advice = {} if fix is None else {"fix": fix}
+    check_class_indices(target, num_classes, ignore_index, **advice)
+    return target
+
+
+def check_num_classes_and_ignore(
+    num_classes: object, ignore_index: object
+) -> tuple[int, int | None]:
+    """Validate ``num_classes`` (>= 1) and ``ignore_index`` (None or an int outside [0, K))."""
+    num_classes = check_positive_int("num_classes", num_classes)
+    if ignore_index is None:
+        return num_classes, None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(message("ignore_index", "be an int or None", repr(ignore_index)))
+    if 0 <= ignore_index < num_classes:
+        raise ValueError(
+            message(
+                "ignore_index",
+                f"lie outside the class range [0, {num_classes})",
+                ignore_index,
+                "use e.g. 255 or -100 for unlabelled pixels, or None for no ignored label",
+            )
+        )
+    return num_classes, ignore_index
+
+
+def check_label_image(
+    labels: object,
+    what: str,
+    *,
+    fix: str = "convert with .astype",
+    allow_bool: bool = False,
+    nonnegative: bool = False,
+) -> np.ndarray:
+    """``labels`` as a 2-D int64 numpy label image; arrays, tensors and nested lists are accepted.
+
+    Args:
+        what: The argument's name in the message ("instance labels").
+        fix: The advice when the labels are not integers.
+        allow_bool: Read a boolean image as labels 0 and 1 (a foreground mask).
+        nonnegative: Refuse negative labels.
+
+    Shape:
+        labels: (H, W) integer; returns (H, W) int64.
+    """
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    array = np.asarray(labels)
+    if array.ndim != 2:
+        raise ValueError(
+            message(what, "be a 2-D label image (H, W)", f"shape {array.shape}", _ONE_IMAGE)
+        )
+    if array.dtype == bool and allow_bool:
+        array = array.astype(np.uint8)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(message(what, "hold integer labels", array.dtype, fix))
+    if nonnegative and array.size and array.min() < 0:
+        raise ValueError(message(what, "be >= 0", f"minimum {array.min()}"))
+    return array.astype(np.int64, copy=False)

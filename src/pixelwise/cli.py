@@ -126,7 +126,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 def cmd_weightmap(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pixelwise.losses.weight_map import save_weight_map_png
+    from pixelwise.report.weight_map import save_weight_map_png
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:

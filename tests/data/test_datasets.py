@@ -269,3 +269,15 @@ def test_subset_has_its_own_transform_and_keeps_class_names(make_folder):
     assert (view[0]["mask"] == 0).all() and (dataset[2]["mask"] != 0).any()
     with pytest.raises(IndexError, match="subset indices must lie in"):
         dataset.subset([3])
+
+
+def test_weight_cache_computes_each_sample_once():
+    from pixelwise.data.datasets import WeightCache
+
+    calls = []
+    cache = WeightCache()
+    first = cache.weight(3, lambda: calls.append(3) or np.ones((2, 2)))
+    again = cache.weight(3, lambda: calls.append(3) or np.zeros((2, 2)))
+    other = cache.weight(4, lambda: calls.append(4) or np.full((1, 2), 2.0))
+    assert calls == [3, 4] and again is first and first.dtype == torch.float32
+    torch.testing.assert_close(other, torch.full((1, 2), 2.0))

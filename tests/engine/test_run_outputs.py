@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from pixelwise.engine.runs import create_run_dir, write_csv_atomic
-from pixelwise.report.overlay import class_colors, overlay_mask, save_overlay, to_rgb
+from pixelwise.report.palette import class_palette, overlay, save_overlay, to_rgb
 from pixelwise.report.plots import plot_history
 
 
@@ -50,8 +50,8 @@ def test_overlay_blends_class_colours_and_keeps_the_rest():
     rgb = to_rgb(torch.full((1, 2, 3), 0.5))  # grey (2, 3, 3)
     assert rgb.shape == (2, 3, 3) and (rgb == 128).all()
     mask = np.array([[0, 1, 255], [2, 0, 1]])
-    out = overlay_mask(rgb, mask, 3, alpha=1.0, background=0)
-    colors = class_colors(3)
+    out = overlay(rgb, mask, class_palette(3), alpha=1.0, background=0)
+    colors = class_palette(3)
     assert (out[0, 1] == colors[1]).all() and (out[1, 0] == colors[2]).all()
     assert (out[0, 0] == 128).all() and (out[0, 2] == 128).all()  # background, ignored
 
@@ -60,4 +60,5 @@ def test_save_overlay_enlarges_small_images(tmp_path):
     image = torch.rand(1, 50, 60)
     mask = torch.zeros(50, 60, dtype=torch.int64)
     path = save_overlay(tmp_path / "o.png", image, mask, mask, num_classes=2)
-    assert Image.open(path).size == (3 * 240 + 2 * 4, 200)  # factor 4 (50 → 200 ≥ 192)
+    # factor 4 (50 → 200 ≥ 192), under an 18-pixel title strip, over a one-line legend (30)
+    assert Image.open(path).size == (3 * 240 + 2 * 4, 18 + 200 + 30)

@@ -102,3 +102,41 @@ def test_overlay_refuses_a_mask_of_another_size():
     with pytest.raises(ValueError) as info:
         overlay(np.zeros((2, 3)), np.zeros((3, 2), int), class_palette(2))
     assert str(info.value) == "mask must have the image's size (2, 3), got (3, 2)"
+
+
+def _stripes(num_classes: int) -> np.ndarray:
+    """One column of 3 pixels per class, 6 rows: class k in columns 3k..3k+2."""
+    return np.repeat(np.arange(num_classes), 3)[None].repeat(6, axis=0)  # (6, 3K)
+
+
+@pytest.mark.parametrize("names", [list(CAMVID_CLASSES), ["background", "cell", "edge"]])
+def test_training_overlays_and_predict_colour_every_class_identically(tmp_path, names):
+    import torch
+    from PIL import Image
+
+    from pixelwise.inference.predict import save_prediction
+    from pixelwise.report.palette import save_overlay
+
+    num_classes = len(names)
+    mask = _stripes(num_classes)  # (6, 3K)
+    image = torch.zeros(1, *mask.shape)  # black, so alpha 1 shows the pure class colour
+    # As `pixelwise predict` does: the palette of the checkpoint's class names.
+    paths = {kind: tmp_path / f"p_{kind}.png" for kind in ("mask", "color", "overlay")}
+    save_prediction(image, torch.from_numpy(mask), paths, class_palette(names))
+    predicted = np.asarray(Image.open(paths["color"]).convert("RGB"))  # (6, 3K, 3)
+    # As the trainer does: its class names, here without background and fully opaque.
+    trained = save_overlay(
+        tmp_path / "t.png", image, mask, None, num_classes=num_classes, class_names=names, alpha=1.0
+    )
+    drawn = np.asarray(Image.open(trained).convert("RGB"))
+    factor = 4  # 6 rows are enlarged to 24 (at most 4×)
+    left = mask.shape[1] * factor + 4  # the prediction panel, after the image and a gap
+    top = int(np.flatnonzero((drawn[:, left] != 255).any(axis=-1))[0])  # below its title
+    for k in range(num_classes):
+        column = 3 * k + 1
+        from_predict = predicted[2, column]
+        in_training = drawn[top + 2 * factor + 1, left + column * factor + 1]
+        np.testing.assert_array_equal(in_training, from_predict, err_msg=f"class {k}")
+        # The legend under the panels shows the same colour as a swatch of 12 × 12 pixels.
+        legend = drawn[top + mask.shape[0] * factor :]
+        assert (legend == from_predict).all(axis=-1).sum() >= 144, f"class {k} legend"

@@ -8,14 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelwise.losses.weight_map import (
-    read_label_png,
-    save_weight_map_png,
-    unet_weight_map,
-    weight_map_from_semantic,
-    weight_map_to_rgb,
-)
+from pixelwise.data._io import read_labels
+from pixelwise.losses.weight_map import unet_weight_map, weight_map_from_semantic
 from pixelwise.report.colormap import BAD_COLOR, apply_colormap, colormap_lut
+from pixelwise.report.weight_map import save_weight_map_png, weight_map_to_rgb
 
 
 def test_lut_ends_and_gray_is_the_identity():
@@ -85,7 +81,7 @@ def test_saves_the_map_of_an_8_bit_semantic_png(tmp_path):
     mask = np.full((13, 15), 255, np.uint8)
     mask[6, :] = 0
     path = write_png(tmp_path / "membrane.png", mask)
-    np.testing.assert_array_equal(read_label_png(path), mask)
+    np.testing.assert_array_equal(read_labels(path, "mask file"), mask)
     weights = save_weight_map_png(path, tmp_path / "w.png", semantic=True)
     np.testing.assert_array_equal(weights, weight_map_from_semantic(mask))
     assert weights[6].max() > 5  # the membrane between the two cells
@@ -102,7 +98,7 @@ def test_errors_name_the_file_and_never_overwrite(tmp_path):
     junk = tmp_path / "junk.png"
     junk.write_text("not an image")
     with pytest.raises(ValueError, match=rf"^mask file {junk} must be a readable image, got "):
-        read_label_png(junk)
+        read_labels(junk, "mask file")
     missing = tmp_path / "missing.png"
     with pytest.raises(FileNotFoundError, match=rf"^mask file {missing} must exist"):
         save_weight_map_png(missing, tmp_path / "out.png")

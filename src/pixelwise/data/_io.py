@@ -7,14 +7,18 @@ multi-page). Masks are never read from JPEG: lossy compression changes label val
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from pixelwise._checks import message
-from pixelwise.data.encoding import MaskEncoding
+from pixelwise._checks import check_label_image, message
+
+if TYPE_CHECKING:  # annotation only: encoding reads palette files through this module
+    from pixelwise.data.encoding import MaskEncoding
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -255,21 +259,53 @@ def read_mask(path: Path, encoding: MaskEncoding) -> np.ndarray:
     return encoding.decode(pixels, source=str(path))
 
 
-def read_labels(path: Path) -> np.ndarray:
-    """Read an instance label image: 0 background, 1..N one object each.
+def read_labels(path: str | os.PathLike, what: str = "instance image") -> np.ndarray:
+    """Read a label image: one non-negative integer per pixel (e.g. 0 background, 1..N objects).
+
+    8-, 16- and 32-bit greyscale, palette (its indices) and 1-bit images and single-channel
+    TIFFs are read; JPEG content is refused, since compression changes labels along edges.
+
+    Args:
+        path: The file.
+        what: Names the file in error messages ("instance image", "mask file").
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable, lossy, or not a label image (e.g. RGB); the message names the file.
 
     Shape:
         returns (H, W) int64.
     """
+    path = Path(path)
+    if not path.is_file():
+        actual = "a folder" if path.is_dir() else "no such file"
+        raise FileNotFoundError(message(f"{what} {path}", "exist", actual, "check the path"))
     refuse_lossy_mask(path)
-    pixels, mode = read_pixels(path, "instance image", lossless=True, expand_palette=False)
-    if pixels.ndim != 2 or pixels.dtype.kind not in "iub" or (pixels.size and pixels.min() < 0):
+    pixels, mode = _label_pixels(path, what)
+    if pixels.ndim != 2 or pixels.dtype.kind not in "iub":
         raise ValueError(
             message(
-                f"instance image {path}",
-                "be one channel of non-negative integers (0 background, 1..N objects)",
-                f"{_channels(pixels)} channel(s) of {pixels.dtype} (mode {mode})",
-                "save instance labels as 8- or 16-bit single-channel PNGs",
+                f"{what} {path}",
+                "be a single-channel 8- or 16-bit label image",
+                f"mode {mode!r} with {_channels(pixels)} channels",
+                "save one integer label per pixel as a greyscale (L) or 16-bit PNG",
             )
         )
-    return pixels.astype(np.int64)
+    return check_label_image(pixels, f"labels in {path}", allow_bool=True, nonnegative=True)
+
+
+def _label_pixels(path: Path, what: str) -> tuple[np.ndarray, str]:
+    """The stored values of a label file (palette indices kept) and its Pillow mode or "TIFF"."""
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return _tiff_pixels(path, what), "TIFF"
+    try:
+        with Image.open(path) as image:
+            image.load()
+            pixels, mode, lossy = np.array(image), image.mode, image.format == "JPEG"
+    except _READ_ERRORS as error:
+        raise ValueError(
+            message(f"{what} {path}", "be a readable image", f"{type(error).__name__}: {error}")
+        ) from error
+    if lossy:
+        raise ValueError(_lossy_message(path))
+    return pixels, mode

@@ -338,21 +338,27 @@ class FolderDataset(PairedDataset):
                 )
             )
         self.weight_map_background = weight_map_background
-        self._weights: dict[int, torch.Tensor] = {}
+        self._weights = WeightCache()
 
     def read_target(self, index: int, mask_path: Path) -> dict[str, torch.Tensor]:
         target = super().read_target(index, mask_path)
         if self.weight_map_background is None:
             return target
-        if index not in self._weights:
-            from pixelwise.losses.weight_map import weight_map_from_semantic
+        mask = target["mask"].numpy()
+        return {**target, "weight": self._weights.weight(index, lambda: self._weight_map(mask))}
 
-            mask = target["mask"].numpy()
-            background = self.weight_map_background
-            mask = np.where(mask == self.ignore_index, background, mask)
-            weight = weight_map_from_semantic(mask, background=background)  # (H, W)
-            self._weights[index] = torch.from_numpy(np.asarray(weight, dtype=np.float32))
-        return {**target, "weight": self._weights[index]}
+    def _weight_map(self, mask: np.ndarray) -> np.ndarray:
+        """The U-Net map of a semantic mask, ignored pixels counted as background.
+
+        Shape:
+            mask: (H, W); returns (H, W) float.
+        """
+        # Imported here: the weight map needs scipy, which only these data sets use.
+        from pixelwise.losses.weight_map import weight_map_from_semantic
+
+        background = self.weight_map_background
+        mask = np.where(mask == self.ignore_index, background, mask)
+        return weight_map_from_semantic(mask, background=background)
 
 
 class CamVidDataset(FolderDataset):
@@ -417,6 +423,7 @@ def separate_touching(instances: np.ndarray) -> np.ndarray:
 
 def default_weight_fn(instances: np.ndarray) -> np.ndarray:
     """The U-Net weight map with the paper's defaults (w0 = 10, σ = 5 pixels)."""
+    # Imported here: the weight map needs scipy, which only these data sets use.
     from pixelwise.losses.weight_map import unet_weight_map
 
     return unet_weight_map(instances)
@@ -436,35 +443,60 @@ def instance_target(
         "instances": torch.from_numpy(labels.astype(np.int64)),
     }
     if weight_fn is not None:
-        weight = np.asarray(weight_fn(labels), dtype=np.float32)
-        if weight.shape != labels.shape:
-            raise ValueError(
-                message("weight_fn output", f"have shape {labels.shape}", f"shape {weight.shape}")
-            )
-        target["weight"] = torch.from_numpy(weight)
+        target["weight"] = torch.from_numpy(_weight_of(weight_fn, labels))
     return target
 
 
+def _weight_of(weight_fn: WeightFn, labels: np.ndarray) -> np.ndarray:
+    """``weight_fn(labels)`` as float32, checked to have the labels' shape.
+
+    Shape:
+        labels: (H, W); returns (H, W) float32.
+    """
+    weight = np.asarray(weight_fn(labels), dtype=np.float32)
+    if weight.shape != labels.shape:
+        raise ValueError(
+            message("weight_fn output", f"have shape {labels.shape}", f"shape {weight.shape}")
+        )
+    return weight
+
+
 class WeightCache:
-    """Instance targets with the weight map computed once per sample, then reused.
+    """Per-sample weight maps, computed on a sample's first read and then reused.
 
     The weight map depends only on the labels, which do not change between epochs, while
-    computing it takes one distance transform per object.
+    computing it takes one distance transform per object. Every data set with weight maps
+    (folders of semantic masks, instance labels, synthetic cells) keeps them here.
+
+    Args:
+        weight_fn: ``instances (H, W) → weights (H, W)`` for :meth:`target`, or None for
+            instance targets without a weight map.
+        separate: Whether :meth:`target` cuts a background gap between touching objects.
     """
 
-    def __init__(self, weight_fn: WeightFn | None, separate: bool) -> None:
+    def __init__(self, weight_fn: WeightFn | None = None, separate: bool = True) -> None:
         self.weight_fn, self.separate = weight_fn, separate
         self._weights: dict[int, torch.Tensor] = {}
 
-    def target(self, index: int, instances: np.ndarray) -> dict[str, torch.Tensor]:
-        """As :func:`instance_target`, the weight map cached under ``index``."""
+    def weight(self, index: int, compute: Callable[[], np.ndarray]) -> torch.Tensor:
+        """The weight map of sample ``index``: ``compute()`` the first time, the cache after.
+
+        Shape:
+            returns (H, W) float32.
+        """
         cached = self._weights.get(index)
-        weight_fn = self.weight_fn if cached is None else None
-        target = instance_target(instances, separate=self.separate, weight_fn=weight_fn)
-        if cached is not None:
-            target["weight"] = cached
-        elif "weight" in target:
-            self._weights[index] = target["weight"]
+        if cached is None:
+            cached = torch.from_numpy(np.asarray(compute(), dtype=np.float32))
+            self._weights[index] = cached
+        return cached
+
+    def target(self, index: int, instances: np.ndarray) -> dict[str, torch.Tensor]:
+        """As :func:`instance_target` with this cache's ``weight_fn``, cached under ``index``."""
+        labels = separate_touching(instances) if self.separate else instances
+        target = instance_target(labels, separate=False)
+        if self.weight_fn is not None:
+            weight_fn = self.weight_fn
+            target["weight"] = self.weight(index, lambda: _weight_of(weight_fn, labels))
         return target
 
 

@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from pixelwise._checks import check_choice, did_you_mean, message
+from pixelwise.data._io import open_pil
 
 KINDS = ("index", "values", "palette")
 RGB = tuple[int, int, int]
@@ -297,8 +298,6 @@ def read_palette(path: str | Path) -> tuple[RGB, ...]:
     A trailing run of one repeated colour is padding (palette files are often 256 wide) and is
     dropped after its first occurrence.
     """
-    from pixelwise.data._io import open_pil
-
     image = open_pil(Path(path), "palette image")
     pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).tolist()
     colors: list[RGB] = []

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from pixelwise.engine.runs import write_csv_atomic
 from pixelwise.inference.predict import predict_logits
 from pixelwise.inference.segmenter import Segmenter
-from pixelwise.report.overlay import save_overlay  # TEMP
+from pixelwise.report.palette import save_overlay
 from pixelwise.report.plots import plot_history
 
 
@@ -54,6 +54,7 @@ def write_overlays(
             num_classes=segmenter.num_classes,
             background=background,
             ignore_index=segmenter.ignore_index,
+            class_names=names,
         )
         written.append(path)
     return written

@@ -19,11 +19,8 @@ from pixelwise.losses.weight_map import (
     class_balance_map,
     influence_radius,
     instances_from_semantic,
-    read_label_png,
-    save_weight_map_png,
     unet_weight_map,
     weight_map_from_semantic,
-    weight_map_to_rgb,
 )
 
 __all__ = [
@@ -41,10 +38,7 @@ __all__ = [
     "instances_from_semantic",
     "inverse_frequency_weights",
     "median_frequency_weights",
-    "read_label_png",
-    "save_weight_map_png",
     "soft_dice_loss",
     "unet_weight_map",
     "weight_map_from_semantic",
-    "weight_map_to_rgb",
 ]

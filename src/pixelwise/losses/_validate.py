@@ -1,4 +1,7 @@
-"""Checks shared by the loss functions: logits, targets, class weights and pixel weights.
+"""Checks shared by the loss functions: class weights, pixel weights and the reduction.
+
+Logits and targets are checked by :mod:`pixelwise._checks` (``check_logits``, ``check_target``),
+as the metrics check them.
 
 Each check raises a one-line ``ValueError``/``TypeError`` in the project's message format
 before torch fails deep inside a kernel with an index error or a CUDA assert.
@@ -10,60 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from pixelwise._checks import check_choice, check_class_indices, check_integer_labels, message
+from pixelwise._checks import check_choice, message
 
 REDUCTIONS = ("mean", "sum", "none")
-
-
-def check_logits(logits: object) -> torch.Tensor:
-    """Check ``logits`` is a floating-point tensor of shape (N, K, H, W).
-
-    Shape:
-        logits: (N, K, H, W)
-    """
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(
-            message("logits", "be a torch.Tensor of shape (N, K, H, W)", type(logits).__name__)
-        )
-    if logits.dim() != 4:
-        fix = "add a batch axis with logits.unsqueeze(0)" if logits.dim() == 3 else ""
-        raise ValueError(
-            message("logits", "have 4 dimensions (N, K, H, W)", f"shape {tuple(logits.shape)}", fix)
-        )
-    if not logits.is_floating_point():
-        raise TypeError(
-            message("logits", "be a floating-point tensor", logits.dtype, "convert with .float()")
-        )
-    return logits
-
-
-def check_target(target: object, logits: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Check ``target`` matches ``logits`` and holds class indices or ``ignore_index``.
-
-    Any integer dtype is accepted and returned as int64, the dtype torch's kernels index with.
-    The value check costs one device synchronisation.
-
-    Shape:
-        target: (N, H, W) for logits (N, K, H, W)
-    """
-    target = check_integer_labels(target, "target", "(N, H, W)")
-    n, k, h, w = logits.shape
-    if tuple(target.shape) != (n, h, w):
-        raise ValueError(
-            message(
-                "target",
-                f"have shape (N, H, W) = {(n, h, w)} to match logits {tuple(logits.shape)}",
-                f"shape {tuple(target.shape)}",
-                "drop the channel axis of the target or resize it to the logits",
-            )
-        )
-    check_class_indices(
-        target,
-        k,
-        ignore_index,
-        fix="check num_classes of the model or the ignore_index of the loss",
-    )
-    return target
+# The advice when a target value is no class index: the loss and the model must agree.
+TARGET_FIX = "check num_classes of the model or the ignore_index of the loss"
 
 
 def check_class_weight(

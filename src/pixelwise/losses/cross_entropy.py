@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelwise._checks import check_logits, check_target
 from pixelwise.losses._validate import (
+    TARGET_FIX,
     check_class_weight,
-    check_logits,
     check_pixel_weights,
     check_reduction,
-    check_target,
 )
 
 
@@ -74,7 +74,7 @@ def cross_entropy(
         output: () or (N, H, W).
     """
     logits = check_logits(logits)
-    target = check_target(target, logits, ignore_index)
+    target = check_target(target, logits.shape[1], ignore_index, like=logits, fix=TARGET_FIX)
     reduction = check_reduction(reduction)
     weight = check_class_weight(weight, logits.shape[1], logits)
     if pixel_weights is not None:

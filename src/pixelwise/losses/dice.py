@@ -27,12 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelwise._checks import message
+from pixelwise._checks import check_logits, check_target, message
 from pixelwise.losses._validate import (
+    TARGET_FIX,
     check_class_weight,
-    check_logits,
     check_pixel_weights,
-    check_target,
 )
 from pixelwise.losses.cross_entropy import weighted_cross_entropy
 
@@ -110,7 +109,7 @@ def soft_dice_loss(
         logits: (N, K, H, W); target: (N, H, W); weight: (K,); output: ()
     """
     logits = check_logits(logits)
-    target = check_target(target, logits, ignore_index)
+    target = check_target(target, logits.shape[1], ignore_index, like=logits, fix=TARGET_FIX)
     weight = _check_dice_weight(check_class_weight(weight, logits.shape[1], logits))
     smooth = _check_smooth(smooth)
     return dice_from_checked(logits, target, weight, ignore_index, smooth, per_image)
@@ -145,7 +144,7 @@ def ce_dice_loss(
         if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             raise ValueError(message(name, "be a finite number >= 0", repr(value)))
     logits = check_logits(logits)
-    target = check_target(target, logits, ignore_index)
+    target = check_target(target, logits.shape[1], ignore_index, like=logits, fix=TARGET_FIX)
     weight = check_class_weight(weight, logits.shape[1], logits)
     if pixel_weights is not None:
         pixel_weights = check_pixel_weights(pixel_weights, target)

@@ -39,47 +39,23 @@ benchmark); ``tol = 0`` computes every transform over the whole image.
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from pixelwise._checks import check_choice, message
-from pixelwise._files import save_png_atomic
-from pixelwise.report.colormap import apply_colormap
-
-logger = logging.getLogger(__name__)
+from pixelwise._checks import check_choice, check_label_image, message
+from pixelwise.metrics._labels import compact_labels
 
 BORDERS = ("background", "everywhere")
 BALANCES = ("balanced", "none")
 TOLERANCE = 1e-6
 
-# Pillow modes that hold one integer label per pixel.
-LABEL_MODES = ("1", "L", "P", "I;16", "I;16L", "I;16B", "I;16N", "I")
-
 
 def _check_label_image(labels: object, what: str) -> np.ndarray:
-    """Return ``labels`` as a non-negative integer numpy array of shape (H, W)."""
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    array = np.asarray(labels)
-    if array.ndim != 2:
-        raise ValueError(message(what, "be a 2-D image (H, W)", f"shape {array.shape}"))
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(
-            message(what, "hold integer labels", f"dtype {array.dtype}", "convert with .astype")
-        )
-    if array.size and array.min() < 0:
-        raise ValueError(message(what, "be >= 0", f"minimum {array.min()}"))
-    return array
+    """``labels`` as non-negative int64 labels (H, W); a boolean mask reads as 0 and 1."""
+    return check_label_image(labels, what, allow_bool=True, nonnegative=True)
 
 
 def _check_params(w0: float, sigma: float, tol: float, border: str) -> None:
@@ -106,11 +82,11 @@ def influence_radius(w0: float = 10.0, sigma: float = 5.0, tol: float = TOLERANC
 
 
 def _compact_ids(labels: np.ndarray) -> np.ndarray:
-    """Renumber object ids to 1..M when they are sparse enough to bloat ``find_objects``."""
+    """Renumber object ids to 1..M (0 stays background) when sparse enough to bloat ``find_objects``."""
     if labels.size == 0 or int(labels.max()) <= labels.size:
         return labels
-    ids = np.unique(labels[labels > 0])  # (M,)
-    return np.where(labels > 0, np.searchsorted(ids, labels) + 1, 0)  # (H, W)
+    ids, values = compact_labels(labels)  # ids index the sorted values
+    return ids if values[0] == 0 else ids + 1  # (H, W)
 
 
 def border_distances(
@@ -298,140 +274,3 @@ def weight_map_from_semantic(
     mask = _check_label_image(mask, "semantic mask")
     objects, _ = instances_from_semantic(mask, background=background, connectivity=connectivity)
     return _weight_map(objects, mask, w0, sigma, class_weights, border, tol)
-
-
-def weight_map_to_rgb(
-    weights: np.ndarray,
-    *,
-    colormap: str = "viridis",
-    vmin: float | None = None,
-    vmax: float | None = None,
-) -> np.ndarray:
-    """Render a weight map as a colour image, as in the U-Net paper's figure 3d.
-
-    The map is scaled from ``[vmin, vmax]`` (default: its minimum and maximum) onto the colour
-    map (``"viridis"``, ``"jet"`` or ``"gray"``; see :mod:`pixelwise.report.colormap`).
-
-    Shape:
-        weights: (H, W); output: (H, W, 3) uint8
-    """
-    return apply_colormap(weights, name=colormap, vmin=vmin, vmax=vmax)
-
-
-def read_label_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a single-channel label image (8-bit, 16-bit, 32-bit integer, palette or 1-bit).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: unreadable, or not a label image (e.g. RGB); the message names the file.
-
-    Shape:
-        output: (H, W) integer
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            message(f"mask file {path}", "exist", "no such file", "check the path")
-        )
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode, bands = image.mode, len(image.getbands())
-            array = np.array(image) if mode in LABEL_MODES else None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(
-            message(f"mask file {path}", "be a readable image", f"{type(error).__name__}: {error}")
-        ) from error
-    if array is None:
-        raise ValueError(
-            message(
-                f"mask file {path}",
-                "be a single-channel 8- or 16-bit label image",
-                f"mode {mode!r} with {bands} channels",
-                "save one integer label per pixel as a greyscale (L) or 16-bit PNG",
-            )
-        )
-    return _check_label_image(array, f"labels in {path}")
-
-
-def _check_out_path(mask: Path, out: Path) -> None:
-    """The output must be a .png that is not the mask itself."""
-    if out.suffix.lower() != ".png":
-        raise ValueError(
-            message("output path", "end in .png", repr(str(out)), "the map is written as PNG")
-        )
-    same = out.resolve() == mask.resolve() or (out.exists() and os.path.samefile(out, mask))
-    if same:
-        raise ValueError(
-            message(
-                "output path",
-                "differ from the mask file",
-                repr(str(out)),
-                "choose another --out; the mask is never overwritten",
-            )
-        )
-
-
-def save_weight_map_png(
-    mask_path: str | os.PathLike,
-    out_path: str | os.PathLike,
-    *,
-    semantic: bool = False,
-    background: int = 0,
-    connectivity: int = 1,
-    w0: float = 10.0,
-    sigma: float = 5.0,
-    class_weights: str | Sequence[float] = "balanced",
-    border: str = "background",
-    colormap: str = "viridis",
-) -> np.ndarray:
-    """Read a label PNG, compute its U-Net weight map and save it as a colour PNG.
-
-    What ``pixelwise weightmap MASK --out PNG`` runs. The output is written atomically and is
-    never the input file.
-
-    Args:
-        mask_path: instance labels (0 = background), or a semantic mask with ``semantic=True``
-            whose connected components (``connectivity``) of non-``background`` values become
-            the objects.
-        out_path: the colour PNG to write (must end in .png; missing folders are created).
-        w0, sigma, class_weights, border: as in :func:`unet_weight_map`.
-        colormap: ``"viridis"``, ``"jet"`` or ``"gray"``.
-
-    Returns:
-        The weight map itself (float32), for summaries.
-
-    Raises:
-        FileNotFoundError: the mask does not exist.
-        ValueError: the mask is unreadable or not a label image, the output path is the mask
-            or not a .png, or a parameter is invalid; each message names the file or value.
-
-    Shape:
-        output: (H, W) for a mask of H × W pixels
-    """
-    mask_path, out_path = Path(mask_path), Path(out_path)
-    _check_out_path(mask_path, out_path)
-    labels = read_label_png(mask_path)
-    if semantic:
-        weights = weight_map_from_semantic(
-            labels,
-            background=background,
-            connectivity=connectivity,
-            w0=w0,
-            sigma=sigma,
-            class_weights=class_weights,
-            border=border,
-        )
-    else:
-        weights = unet_weight_map(
-            labels, w0=w0, sigma=sigma, class_weights=class_weights, border=border
-        )
-    save_png_atomic(out_path, weight_map_to_rgb(weights, colormap=colormap))
-    logger.info(
-        "weight map of %s (%.3g to %.3g) written to %s",
-        mask_path,
-        weights.min(),
-        weights.max(),
-        out_path,
-    )
-    return weights

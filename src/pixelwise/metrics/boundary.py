@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from pixelwise._checks import message
-from pixelwise.metrics._inputs import check_num_classes_and_ignore, class_maps
+from pixelwise._checks import check_num_classes_and_ignore, message
+from pixelwise.metrics._labels import class_maps
 
 _FOUR_NEIGHBOURS = ndimage.generate_binary_structure(2, 1)
 

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 
 import torch
 
-from pixelwise._checks import message
-from pixelwise.metrics._inputs import check_num_classes_and_ignore, class_maps
+from pixelwise._checks import check_num_classes_and_ignore, message
+from pixelwise.metrics._labels import class_maps
 
 
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ import torch
 from scipy import ndimage
 
 from pixelwise._checks import check_choice, message
-from pixelwise.metrics._inputs import compact_labels, label_image, pair_counts, same_shape
+from pixelwise.metrics._labels import compact_labels, label_image, pair_counts, same_shape
 
 ISBI_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(11))
 """Thresholds of the challenge's maximal-score search (0.0 to 1.0 in steps of 0.1)."""

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from pixelwise._checks import message
-from pixelwise.metrics._inputs import compact_labels, label_image, pair_counts, same_shape
+from pixelwise.metrics._labels import compact_labels, label_image, pair_counts, same_shape
 
 DSB_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 """IoU thresholds of the Data Science Bowl 2018 score: 0.5 to 0.95 in steps of 0.05."""

@@ -1,7 +1,8 @@
-"""Input checks shared by the metrics: class maps (semantic metrics) and label images (the rest).
+"""Labels as the metrics count them: class maps (semantic metrics) and compact label ids (the rest).
 
 Semantic metrics take what a model gives (logits ``(N, K, H, W)`` or labels ``(N, H, W)``) and a
-target ``(N, H, W)``; label-image metrics take one ``(H, W)`` integer image per argument. Every
+target ``(N, H, W)``; label-image metrics take one ``(H, W)`` integer image per argument (checked
+by :func:`pixelwise._checks.check_label_image`) and count pixels per pair of compact ids. Every
 failure is one line naming the offending values, in the project's message format.
 """
 
@@ -11,44 +12,12 @@ import numpy as np
 import torch
 
 from pixelwise._checks import (
-    check_class_indices,
-    check_integer_labels,
-    check_positive_int,
+    check_label_image,
+    check_logits,
+    check_target,
     describe_values,
     message,
 )
-
-
-def check_num_classes_and_ignore(
-    num_classes: object, ignore_index: object
-) -> tuple[int, int | None]:
-    """Validate ``num_classes`` (>= 1) and ``ignore_index`` (None or an int outside [0, K))."""
-    num_classes = check_positive_int("num_classes", num_classes)
-    if ignore_index is None:
-        return num_classes, None
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(message("ignore_index", "be an int or None", repr(ignore_index)))
-    if 0 <= ignore_index < num_classes:
-        raise ValueError(
-            message(
-                "ignore_index",
-                f"lie outside the class range [0, {num_classes})",
-                ignore_index,
-                "use e.g. 255 or -100 for unlabelled pixels, or None for no ignored label",
-            )
-        )
-    return num_classes, ignore_index
-
-
-def _check_target(target: object, num_classes: int, ignore_index: int | None) -> torch.Tensor:
-    target = check_integer_labels(target, "target", "(N, H, W)")
-    if target.dim() != 3:
-        fix = "add a batch axis with target.unsqueeze(0)" if target.dim() == 2 else "pass (N, H, W)"
-        raise ValueError(
-            message("target", "have 3 dimensions (N, H, W)", f"shape {tuple(target.shape)}", fix)
-        )
-    check_class_indices(target, num_classes, ignore_index)
-    return target
 
 
 def _labels_from_prediction(pred: object, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -61,10 +30,7 @@ def _labels_from_prediction(pred: object, target: torch.Tensor, num_classes: int
             )
         )
     if pred.dim() == 4:
-        if not pred.is_floating_point():
-            raise TypeError(
-                message("logits", "be a floating-point tensor (N, K, H, W)", pred.dtype)
-            )
+        check_logits(pred)
         expected = (target.shape[0], num_classes, *target.shape[1:])
         if tuple(pred.shape) != expected:
             raise ValueError(
@@ -114,7 +80,7 @@ def class_maps(
         target: (N, H, W) integer, values in [0, K) or ``ignore_index``.
         returns: two (N, H, W) int64 tensors on the input devices.
     """
-    target = _check_target(target, num_classes, ignore_index)
+    target = check_target(target, num_classes, ignore_index)
     pred = _labels_from_prediction(pred_or_logits, target, num_classes)
     if pred.device != target.device:
         raise ValueError(
@@ -126,33 +92,12 @@ def class_maps(
 
 
 def label_image(x: object, what: str) -> np.ndarray:
-    """``x`` as a 2-D int64 numpy label image; numpy arrays and torch tensors are accepted.
+    """``x`` as a 2-D int64 label image of segments (booleans refused: label them first).
 
     Shape:
-        x: (H, W) integer.
+        x: (H, W) integer; returns (H, W) int64.
     """
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray):
-        raise TypeError(
-            message(what, "be a numpy array or torch.Tensor of shape (H, W)", type(x).__name__)
-        )
-    if x.ndim != 2:
-        raise ValueError(
-            message(
-                what, "be a 2-D label image (H, W)", f"shape {x.shape}", "score one image at a time"
-            )
-        )
-    if x.dtype == bool or not np.issubdtype(x.dtype, np.integer):
-        raise TypeError(
-            message(
-                what,
-                "hold integer labels",
-                x.dtype,
-                "label segments first, e.g. with membrane_to_segments",
-            )
-        )
-    return x.astype(np.int64, copy=False)
+    return check_label_image(x, what, fix="label segments first, e.g. with membrane_to_segments")
 
 
 def same_shape(a: np.ndarray, b: np.ndarray, names: str) -> None:

@@ -1,0 +1,46 @@
+"""The one label-image reader (pixelwise.data._io.read_labels), used by data sets and weightmap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from pixelwise.data._io import read_labels
+
+
+def test_reads_16_bit_palette_and_tiff_labels_as_int64(tmp_path):
+    labels = np.array([[0, 1, 300], [7, 0, 65535]], np.uint16)
+    Image.fromarray(labels).save(tmp_path / "wide.png")
+    out = read_labels(tmp_path / "wide.png")
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, labels)
+    indexed = Image.fromarray(np.array([[0, 2], [1, 2]], np.uint8), mode="P")
+    indexed.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0])
+    indexed.save(tmp_path / "indexed.png")
+    np.testing.assert_array_equal(read_labels(tmp_path / "indexed.png"), [[0, 2], [1, 2]])
+    tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.int32))
+    np.testing.assert_array_equal(read_labels(tmp_path / "labels.tif"), labels)
+
+
+def test_refuses_colour_lossy_negative_and_missing_files(tmp_path):
+    Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError) as info:
+        read_labels(tmp_path / "rgb.png", "mask file")
+    assert str(info.value) == (
+        f"mask file {tmp_path / 'rgb.png'} must be a single-channel 8- or 16-bit label image, "
+        "got mode 'RGB' with 3 channels; "
+        "save one integer label per pixel as a greyscale (L) or 16-bit PNG"
+    )
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "labels.jpg")
+    with pytest.raises(ValueError, match=r"must be stored losslessly \(PNG, TIFF or BMP\)"):
+        read_labels(tmp_path / "labels.jpg")
+    tifffile.imwrite(tmp_path / "negative.tif", -np.ones((2, 2), np.int32))
+    with pytest.raises(ValueError, match=r"^labels in .*negative.tif must be >= 0, got minimum -1"):
+        read_labels(tmp_path / "negative.tif")
+    with pytest.raises(FileNotFoundError) as info:
+        read_labels(tmp_path / "none.png")
+    assert str(info.value) == (
+        f"instance image {tmp_path / 'none.png'} must exist, got no such file; check the path"
+    )
