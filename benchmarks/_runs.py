@@ -27,6 +27,8 @@ import torch
 from pixelwise import load_checkpoint
 from pixelwise._files import write_bytes_atomic, write_json_atomic
 from pixelwise.cli import main as pixelwise_main
+from pixelwise.data.encoding import format_values
+from pixelwise.engine.trainer import snapshot_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -57,7 +59,7 @@ class Run:
 
     def snapshots(self, minutes: Sequence[float]) -> dict[float, Path | None]:
         """``snapshot_<m>min.pt`` for each mark; None where the run ended before it."""
-        paths = {m: self.run_dir / f"snapshot_{m:g}min.pt" for m in minutes}
+        paths = {m: self.run_dir / snapshot_name(m) for m in minutes}
         return {m: (p if p.is_file() else None) for m, p in paths.items()}
 
     def checkpoints(self, budget: float) -> dict[str, tuple[Path, int]]:
@@ -319,6 +321,17 @@ def report_header(
         "threads_per_training": threads_per_job(args.jobs),
         "rescored": args.rescore,
     }
+
+
+def sample_names(dataset: object) -> list[str]:
+    """The names (``sample_id``) of a data set's samples, in order: what a benchmark scored."""
+    return [dataset.sample_id(i) for i in range(len(dataset))]
+
+
+def describe_samples(names: Sequence[str], shown: int = 5) -> str:
+    """``"5 validation samples [20, 21, 22, 23, 24]"``, the first ``shown`` names, then how
+    many more."""
+    return f"{len(names)} validation sample{'s' * (len(names) != 1)} {format_values(names, shown)}"
 
 
 def without_nan(value: object) -> object:

@@ -143,12 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "paper": PAPER,
         "goal": GOAL,
         "evaluated_at": "val/ at 180×240 (data.scale 0.5)",
+        "validation_samples": _runs.sample_names(dataset),
         "train": {k: run.summary() for k, run in runs.items()},
         "evaluate_seconds": round(time.perf_counter() - start, 1),
         "results": results,
     }
     path = _runs.write_json(args.out / f"{NAME}.json", report)
-    print(f"CamVid val/ at 180x240, {args.minutes:g} min per model (smoke: {args.smoke})")
+    print(
+        f"CamVid val/ at 180x240, {_runs.describe_samples(_runs.sample_names(dataset))}, "
+        f"{args.minutes:g} min per model (smoke: {args.smoke})"
+    )
     rows = []
     for key in DECODERS:
         for label, r in results[key].items():

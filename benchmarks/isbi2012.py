@@ -1,17 +1,19 @@
 """Benchmark: U-Net on ISBI 2012 (Ronneberger et al. 2015, Table 1) within a CPU time budget.
 
-Trains ``unet`` with ``configs/isbi2012_bench.toml`` on slices 00–19 for ``--minutes`` of wall
-time (``pixelwise train``, snapshots at a quarter, half and all of the budget), predicts
-slices 20–24 from each snapshot with overlap-tile prediction averaged over the eight flips and
-rotations (:func:`pixelwise.inference.tiling.predict`), and scores the membrane maps as the
-challenge did: pixel error, foreground-restricted Rand error and V_info at threshold 0.5, and
-the maximal V_rand / V_info over the thresholds 0.0 … 1.0 (one threshold for the 5 slices).
+Trains ``unet`` with ``configs/isbi2012_bench.toml`` on the config's training slices (00–19 of
+the challenge's 25) for ``--minutes`` of wall time (``pixelwise train``, snapshots at a
+quarter, half and all of the budget), predicts its validation slices (20–24) from each
+snapshot with overlap-tile prediction averaged over the eight flips and rotations
+(:func:`pixelwise.inference.tiling.predict`), and scores the membrane maps as the challenge
+did: pixel error, foreground-restricted Rand error and V_info at threshold 0.5, and the
+maximal V_rand / V_info over the thresholds 0.0 … 1.0 (one threshold for all the slices).
+The slices scored are printed and recorded by name (``validation_samples`` in the JSON).
 
     .venv/bin/python benchmarks/isbi2012.py [--minutes 60] [--out DIR] [--data DIR] [--smoke]
 
 Writes ``OUT/isbi2012.json``, ``OUT/scores.png`` (errors against training time, the paper's
-beside them), ``OUT/slice20.png`` (image | membrane probability | predicted segments |
-true segments), ``OUT/membranes/NN.png`` (the final membrane probabilities, 0–255) and the
+beside them), ``OUT/sliceNN.png`` for the first validation slice NN (image | membrane
+probability | predicted segments | true segments), ``OUT/membranes/NN.png`` (the final membrane probabilities, 0–255) and the
 run folder under ``OUT/runs/``. Paper (challenge test set, 10 h on a GPU): Rand error 0.0382,
 pixel error 0.0611.
 """
@@ -45,7 +47,7 @@ SMOKE = [
     "train.val_every=1",
     "train.overlays=1",
 ]
-SMOKE_SLICES = 1  # --smoke scores slice 20 only: tiled prediction with TTA dominates its time
+SMOKE_SLICES = 1  # --smoke scores the first validation slice only: tiled prediction with TTA dominates its time
 MEMBRANE = 0  # class index of membrane in the config's value map
 
 
@@ -117,7 +119,7 @@ def save_example(path: Path, image: torch.Tensor, prob: np.ndarray, truth: np.nd
     save_png_atomic(path, np.concatenate([p for q in panels for p in (q, gap)][:-1], axis=1))
 
 
-def plot_scores(path: Path, results: Mapping[str, Mapping]) -> None:
+def plot_scores(path: Path, results: Mapping[str, Mapping], slices: str) -> None:
     labels = list(results)
     _runs.bar_chart(
         path,
@@ -130,31 +132,36 @@ def plot_scores(path: Path, results: Mapping[str, Mapping]) -> None:
                 PAPER["rand_error"],
             ],
         },
-        title="ISBI 2012 slices 20–24 by training time (paper: challenge test set)",
+        title=f"ISBI 2012 {slices} by training time (paper: challenge test set)",
         ylabel="error (lower is better)",
     )
 
 
-def evaluate(run: _runs.Run, minutes: float, out: Path, slices: int | None) -> dict[str, dict]:
-    """Score every checkpoint (on the first ``slices`` validation slices; None: all five);
-    write the final membrane maps and the example figure."""
+def evaluate(
+    run: _runs.Run, minutes: float, out: Path, slices: int | None
+) -> tuple[list[str], dict[str, dict]]:
+    """Score every checkpoint (on the first ``slices`` validation slices; None: all of them);
+    write the final membrane maps and the example figure.
+
+    Returns:
+        The names of the slices scored, and the scores by checkpoint.
+    """
     checkpoints = run.checkpoints(minutes)
     dataset = evaluation_dataset(load_checkpoint(run.run_dir / "last.pt").config["data"], "val")
     if slices is not None:
         dataset = dataset.subset(range(slices))
-    truths = true_segments(dataset)
+    names, truths = _runs.sample_names(dataset), true_segments(dataset)
     results, scored = {}, {}
     for label, (path, iteration) in checkpoints.items():
         if iteration not in scored:  # snapshots of one iteration hold the same weights
             maps = membrane_probabilities(path, dataset)
             scored[iteration] = score(maps, truths)
         results[label] = {"checkpoint": str(path), "iteration": iteration, **scored[iteration]}
-    for index, prob in enumerate(maps):
-        name = dataset.sample_id(index)
+    for name, prob in zip(names, maps, strict=True):
         save_png_atomic(out / "membranes" / f"{name}.png", np.rint(prob * 255).astype(np.uint8))
-    save_example(out / "slice20.png", dataset[0]["image"], maps[0], truths[0])
-    plot_scores(out / "scores.png", results)
-    return results
+    save_example(out / f"slice{names[0]}.png", dataset[0]["image"], maps[0], truths[0])
+    plot_scores(out / "scores.png", results, f"slice{'s' * (len(names) > 1)} {', '.join(names)}")
+    return names, results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = _runs.common_overrides(args, SMOKE)
     run = _runs.runs_for(args, NAME, {"unet": overrides}, CONFIG)["unet"]
     start = time.perf_counter()
-    results = evaluate(run, args.minutes, args.out, SMOKE_SLICES if args.smoke else None)
+    names, results = evaluate(run, args.minutes, args.out, SMOKE_SLICES if args.smoke else None)
     report = {
         **_runs.report_header(NAME, args, argv, CONFIG, overrides),
         "paper": PAPER,
@@ -170,10 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": run.summary(),
         "evaluate_seconds": round(time.perf_counter() - start, 1),
         "prediction": {"tile": TILE, "overlap": OVERLAP, "tta": "8 flips/rotations"},
+        "validation_samples": names,
         "results": results,
     }
     path = _runs.write_json(args.out / f"{NAME}.json", report)
-    print(f"U-Net on ISBI 2012 slices 20-24, {args.minutes:g} min budget (smoke: {args.smoke})")
+    print(
+        f"U-Net on ISBI 2012, {_runs.describe_samples(names)}, {args.minutes:g} min budget "
+        f"(smoke: {args.smoke})"
+    )
     _runs.print_table(
         ["checkpoint", "iteration", "pixel error", "Rand error", "min Rand error", "V_info"],
         [

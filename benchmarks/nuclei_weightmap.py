@@ -181,12 +181,16 @@ def plot(out: Path, results: Mapping[str, Mapping]) -> None:
 
 def evaluate(
     runs: Mapping[str, _runs.Run], budget: float, data: Path, out: Path
-) -> dict[str, dict[str, dict]]:
+) -> tuple[list[str], dict[str, dict[str, dict]]]:
     """Score each run's snapshots (15, 30 and 60 minutes of 60) and its end-of-budget weights
-    on the validation split; overlays and plots show the end of the budget."""
+    on the validation split; overlays and plots show the end of the budget.
+
+    Returns:
+        The names of the validation images scored, and the scores by run and snapshot.
+    """
     first = next(iter(runs.values())).run_dir / "last.pt"
     dataset = evaluation_dataset(load_checkpoint(first).config["data"], "val")
-    ids = [dataset.sample_id(i) for i in range(len(dataset))]
+    ids = _runs.sample_names(dataset)
     truths = {sample_id: true_instances(data, sample_id) for sample_id in ids}
     results, final = {}, {}
     for label, run in runs.items():
@@ -202,7 +206,7 @@ def evaluate(
         final[label] = scored[run.iterations]  # checkpoints() always hold the last iteration
     save_overlays(out, dataset, truths, final)
     plot(out, {label: list(r.values())[-1] for label, r in results.items()})
-    return results
+    return ids, results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,17 +215,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = {label: [*common, *extra] for label, extra in LOSSES.items()}
     runs = _runs.runs_for(args, NAME, specs, CONFIG)
     start = time.perf_counter()
-    results = evaluate(runs, args.minutes, args.data, args.out)
+    names, results = evaluate(runs, args.minutes, args.data, args.out)
     report = {
         **_runs.report_header(NAME, args, argv, CONFIG, specs),
         "weight_map": {"w0": 10.0, "sigma": 5.0},
         "train": {label: run.summary() for label, run in runs.items()},
         "evaluate_seconds": round(time.perf_counter() - start, 1),
+        "validation_samples": names,
         "results": results,
     }
     path = _runs.write_json(args.out / f"{NAME}.json", report)
     print(
-        f"Touching nuclei, validation split, {args.minutes:g} min per model (smoke: {args.smoke})"
+        f"Touching nuclei, {_runs.describe_samples(names)}, {args.minutes:g} min per model "
+        f"(smoke: {args.smoke})"
     )
     _runs.print_table(
         ["loss", "checkpoint", "iteration", *COLUMNS.values()],

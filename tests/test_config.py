@@ -226,3 +226,56 @@ def test_time_budget_keys(tmp_path):
         "train.snapshot_minutes (--set) must lie within train.time_limit_minutes (60), "
         "got [15.0, 90.0]; raise the limit or drop the later marks"
     )
+
+
+# --- paths: a file's relative to its folder, an override's to the current folder -------------
+
+
+def test_file_paths_are_relative_to_the_file_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "exp"
+    (folder / "data").mkdir(parents=True)
+    write(
+        folder,
+        '[data]\nlayout = "folders"\nroot = "data"\n'
+        'encoding = { kind = "palette", palette = "colors.png" }\n'
+        '[train]\nout_dir = "runs"\n',
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(Path("..") / "exp" / "run.toml")  # a relative path to the file
+    assert config.data.root == str((folder / "data").resolve())
+    assert config.data.encoding == {
+        "kind": "palette",
+        "palette": str(folder.resolve() / "colors.png"),
+    }
+    # Where runs go follows the folder pixelwise runs in, like --out-dir.
+    assert config.train.out_dir == "runs"
+
+
+def test_override_paths_are_relative_to_the_current_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    path = write(folder, '[data]\nlayout = "folders"\nroot = "data"\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, ["data.root=x", "data.encoding.palette=p.png"])
+    assert config.data.root == str(tmp_path.resolve() / "x")
+    assert config.data.encoding == {"palette": str(tmp_path.resolve() / "p.png")}
+
+
+def test_absolute_paths_are_kept_as_written(tmp_path):
+    root = tmp_path / "some" / ".." / "data"
+    path = write(tmp_path, f'[data]\nlayout = "folders"\nroot = "{root.as_posix()}"\n')
+    assert load_config(path).data.root == root.as_posix()
+    assert load_config(None, ["data.layout=folders", f"data.root={root}"]).data.root == str(root)
+
+
+def test_written_config_reads_back_to_the_same_data_from_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = RunConfig.from_dict({"data": {"layout": "folders", "root": "data"}})
+    assert config.data.root == "data"  # a RunConfig's paths are relative to the current folder
+    run = tmp_path / "runs" / "one"
+    run.mkdir(parents=True)
+    again = load_config(write(run, config.to_toml(), "config.toml"))
+    assert again.data.root == str(tmp_path.resolve() / "data")
+    assert load_config(write(run, again.to_toml(), "again.toml")) == again

@@ -53,6 +53,14 @@ Overrides are ``section.key=value`` strings, the value a TOML literal (``3``, ``
 dots (``model.options.depth=2``). Unknown sections and keys, and bad values, raise a one-line
 ValueError with a did-you-mean, naming the file or ``--set`` they came from.
 
+Paths: ``data.root`` and a palette file named in ``data.encoding`` are relative to the folder
+of the file that names them (``root = "data"`` in ``exp/run.toml`` is ``exp/data``), and, given
+with ``--set``, to the current folder, where they were typed; :func:`load_config` makes both
+absolute, so that a run's ``config.toml`` reads back to the same data from anywhere.
+``data.images``, ``data.masks`` and ``data.manifest`` lie under ``data.root``. ``train.out_dir``,
+where new run folders go, is relative to the current folder wherever it is set, like
+``--out-dir``: a run's outputs follow where pixelwise runs, its inputs the file.
+
 Two keys choose what the rest of their table means: changing ``model.name`` (or
 ``data.layout``) away from the built-in job starts that table from its own defaults (the
 model's options, ``DataConfig()``) instead of the built-in job's.
@@ -64,6 +72,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -415,8 +424,14 @@ class RunConfig:
         return _build(_merge(RunConfig().to_dict(), _check_tables(table, "config"), replace=True))
 
     def to_toml(self) -> str:
-        """The config as a TOML file that :func:`load_config` reads back to an equal config."""
-        return dump_toml(self.to_dict())
+        """The config as a TOML file that :func:`load_config` reads back to the same run.
+
+        Relative data paths (relative to the current folder, as the data is opened) are
+        written absolute, since a file's relative paths are relative to its own folder.
+        """
+        table = self.to_dict()
+        table["data"] = absolute_data_paths(table["data"], Path.cwd())
+        return dump_toml(table)
 
     def replace(self, **sections: object) -> RunConfig:
         """A copy with whole sections replaced, e.g. ``config.replace(train=...)``."""
@@ -439,6 +454,30 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _absolute(value: object, folder: Path) -> object:
+    if not isinstance(value, str) or not value or os.path.isabs(value):
+        return value  # absolute paths as written; bad values are left to the checks
+    return str((folder / value).resolve())
+
+
+def absolute_data_paths(data: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """A ``[data]`` table with ``root`` and a palette file of ``encoding`` made absolute,
+    relative ones taken relative to ``folder``; other keys unchanged."""
+    data = dict(data)
+    if "root" in data:
+        data["root"] = _absolute(data["root"], folder)
+    encoding = data.get("encoding")
+    if isinstance(encoding, Mapping) and isinstance(encoding.get("palette"), str):
+        data["encoding"] = {**encoding, "palette": _absolute(encoding["palette"], folder)}
+    return data
+
+
+def _with_absolute_paths(table: dict[str, dict[str, Any]], folder: Path) -> dict:
+    if "data" in table:
+        table = {**table, "data": absolute_data_paths(table["data"], folder)}
+    return table
 
 
 def _check_tables(table: Mapping[str, Any], source: str) -> dict[str, dict[str, Any]]:
@@ -594,6 +633,10 @@ def load_config(
 ) -> RunConfig:
     """The run config: built-in defaults, then the TOML file (if any), then the overrides.
 
+    Data paths of the file are relative to the file's folder, those of the overrides to the
+    current folder; both come back absolute (see the module docstring). ``base`` is taken as
+    it is.
+
     Args:
         path: A TOML file, or None for the built-in job.
         overrides: ``"section.key=value"`` strings, applied in order.
@@ -610,10 +653,12 @@ def load_config(
     if path is not None:
         source = str(path)
         parsed = _check_tables(read_toml(path), source)
+        parsed = _with_absolute_paths(parsed, Path(path).parent)
         table = _merge(table, parsed, replace=True)
         origins.update(dict.fromkeys(_leaf_keys(parsed), source))
     for text in overrides:
         parsed = _check_tables(parse_override(text), f"--set {text}")
+        parsed = _with_absolute_paths(parsed, Path.cwd())
         table = _merge(table, parsed, replace=False)
         origins.update(dict.fromkeys(_leaf_keys(parsed), "--set"))
     with _origins(origins):

@@ -65,6 +65,7 @@ def test_isbi2012_smoke(tmp_path):
         for key in ("pixel_error", "rand_error", "min_rand_error", "v_info", "max_v_info"):
             assert 0.0 <= scores[key] <= 1.0, key
         assert scores["min_rand_error"] <= scores["rand_error"] + 1e-12
+    assert report["validation_samples"] == ["20"]  # --smoke scores the first val slice only
     for name in ("scores.png", "slice20.png", "membranes/20.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     (run,) = (tmp_path / "runs" / "unet").iterdir()
@@ -78,6 +79,7 @@ def test_nuclei_weightmap_smoke(tmp_path):
     assert (report["jobs"], report["threads_per_training"]) == (2, max(1, os.cpu_count() // 2))
     for label in ("cross_entropy", "weight_map"):
         assert "run folder:" in (tmp_path / "runs" / f"{label}.log").read_text()
+    assert sorted(report["validation_samples"]) == sorted(val_ids)
     results = report["results"]
     assert list(results) == ["cross_entropy", "weight_map"]
     assert "loss.name=ce" in report["overrides"]["cross_entropy"]
@@ -113,6 +115,8 @@ def test_camvid_decoders_smoke(tmp_path):
     data = camvid_view(data_set("camvid"), tmp_path / "camvid")
     report = run_script("camvid_decoders", tmp_path / "out", "--data", str(data))
     assert list(report["results"]) == ["segnet_basic", "fcn_basic", "bilinear"]
+    names = sorted(p.stem for p in (data / "val").iterdir())
+    assert report["validation_samples"] == names and len(names) == 4
     decoders = [o[-1] for o in report["overrides"].values()]
     assert decoders == [f"model.options.decoder={d}" for d in ("unpool", "deconv", "bilinear")]
     assert report["paper"]["segnet_basic"]["mean_iou"] == 47.7

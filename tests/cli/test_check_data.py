@@ -176,7 +176,8 @@ def test_unknown_key_in_run_config(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["isbi2012", "camvid"])
 def test_shipped_configs_load(name):
     config = load_config(PROJECT / "configs" / f"{name}.toml")
-    assert config.data.root == f"../shared/data/{name}"
+    # configs/ is one level down: its ../../shared/data is the data folder beside the project.
+    assert config.data.root == str((REAL_DATA / name).resolve())
     if name == "isbi2012":
         assert (config.model.name, config.data.layout, config.data.shuffle_split) == (
             "unet",
@@ -213,7 +214,7 @@ def test_camvid_config_has_the_segnet_split():
 
 def test_check_data_reads_every_isbi_slice(capsys, monkeypatch):
     _real("isbi2012")
-    monkeypatch.chdir(PROJECT)  # the config's paths are relative to the project root
-    code, out, _ = run(capsys, "check-data", "configs/isbi2012.toml")
+    monkeypatch.chdir(PROJECT.parent)  # the config's paths are relative to its own folder
+    code, out, _ = run(capsys, "check-data", f"{PROJECT.name}/configs/isbi2012.toml")
     assert code == 0
     assert "train 20 samples, val 5 samples" in out and "size 512×512" in out

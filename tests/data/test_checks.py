@@ -30,7 +30,7 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
     return text
 
 
-def test_image_without_mask_and_mask_without_image_name_the_stems(make_folder):
+def test_image_without_mask_and_mask_without_image_name_the_files(make_folder):
     root = make_folder(stems=("a", "b", "c", "d"))
     (root / "masks" / "b.png").unlink()
     (root / "masks" / "d.png").unlink()
@@ -39,9 +39,17 @@ def test_image_without_mask_and_mask_without_image_name_the_stems(make_folder):
         FolderDataset(root, ENC3)
     assert _one_line(info) == (
         f"every image in {root / 'images'} and mask in {root / 'masks'} must pair up by file "
-        "stem, got 2 image(s) without one: [b, d]; 1 mask(s) without an image: [z]; "
+        "stem, got 2 image(s) without one: [b.png, d.png]; 1 mask(s) without an image: [z.png]; "
         "add the missing files or remove the unpaired ones"
     )
+
+
+def test_unpaired_files_are_named_with_their_own_suffix(make_folder):
+    root = make_folder(stems=("a", "orphan"), image_ext=".tif")
+    (root / "masks" / "orphan.png").unlink()
+    with pytest.raises(ValueError) as info:
+        FolderDataset(root, ENC3)
+    assert "got 1 image(s) without one: [orphan.tif]; add the missing" in _one_line(info)
 
 
 def test_image_and_mask_of_different_sizes_give_both_sizes(make_folder, save):

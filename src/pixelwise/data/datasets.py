@@ -215,8 +215,9 @@ def pair_by_stem(image_dir: Path, mask_dir: Path, what: str = "mask") -> list[tu
     """Pair ``image_dir/x.*`` with ``mask_dir/x.*``; unpaired files on either side raise."""
     images = list_images(image_dir, "image")
     masks = list_images(mask_dir, what)
-    lonely_images = sorted(images.keys() - masks.keys())
-    lonely_masks = sorted(masks.keys() - images.keys())
+    # Named as on disk (``orphan.png``), the form a user searches the folder for.
+    lonely_images = [images[s].name for s in sorted(images.keys() - masks.keys())]
+    lonely_masks = [masks[s].name for s in sorted(masks.keys() - images.keys())]
     if lonely_images or lonely_masks:
         problems = []
         if lonely_images:
