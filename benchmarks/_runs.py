@@ -28,7 +28,7 @@ from pixelwise import load_checkpoint
 from pixelwise._files import write_bytes_atomic, write_json_atomic
 from pixelwise.cli import main as pixelwise_main
 from pixelwise.data.encoding import format_values
-from pixelwise.engine.trainer import snapshot_name
+from pixelwise.engine.saver import snapshot_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
