@@ -14,6 +14,11 @@ A ``[data]`` table of a run's TOML file, e.g.::
 
 Mask encodings are declared for the ``folders`` and ``tiff`` layouts; CamVid, instance and
 synthetic data know theirs.
+
+Beside the training split, the rules that evaluation and data checks share live here:
+:func:`folder_table` (the ``[data]`` table of a data folder, with a layout or encoding given
+on the command line, :func:`override_data`), :func:`evaluation_dataset` (one split read
+without augmentation) and :func:`check_classes` (a data set against a model's classes).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pixelwise._checks import check_choice, did_you_mean, message
 from pixelwise.data.datasets import (
     CAMVID_ENCODING,
     CamVidDataset,
+    DatasetView,
     FolderDataset,
     InstanceDataset,
     SegmentationDataset,
@@ -38,6 +44,11 @@ from pixelwise.data.splits import split_dataset
 from pixelwise.data.synthetic import SyntheticNuclei
 
 LAYOUTS = ("folders", "camvid", "instances", "tiff", "synthetic")
+# The layouts of data on disk (synthetic data is generated).
+FOLDER_LAYOUTS = tuple(layout for layout in LAYOUTS if layout != "synthetic")
+CAMVID_EVAL_SPLITS = ("val", "train", "test")
+EVAL_SPLITS = ("val", "train", "all")
+ENCODING_EXAMPLE = 'e.g. --encoding \'{"kind": "values", "value_map": {"0": 0, "255": 1}}\''
 # (images, masks) under root when the config names none.
 DEFAULT_NAMES = {
     "folders": ("images", "masks"),
@@ -167,6 +178,12 @@ def full_dataset(config: DataConfig) -> SegmentationDataset:
     return TiffStackDataset(root / images, root / masks, _encoding(config), **common)
 
 
+def camvid_folder(config: DataConfig, split: str) -> str:
+    """The CamVid folder of a split: the config's ``images`` / ``masks`` name the training and
+    validation folders (default ``train`` and ``val``); any other split is its own folder."""
+    return {"train": config.images or "train", "val": config.masks or "val"}.get(split, split)
+
+
 def build_datasets(
     config: DataConfig | Mapping[str, object], *, generator: torch.Generator | None = None
 ) -> tuple[SegmentationDataset, SegmentationDataset]:
@@ -204,7 +221,7 @@ def build_datasets(
         return train, SyntheticNuclei(config.num_val, split="val", **kwargs)
     if config.layout == "camvid":
         kwargs = {"encoding": _encoding(config), "channels": config.channels}
-        train_split, val_split = config.images or "train", config.masks or "val"
+        train_split, val_split = camvid_folder(config, "train"), camvid_folder(config, "val")
         train = CamVidDataset(config.root, train_split, transform=train_transform, **kwargs)
         return train, CamVidDataset(config.root, val_split, **kwargs)
     manifest = Path(config.root) / config.manifest if config.manifest else None
@@ -217,3 +234,106 @@ def build_datasets(
         train_transform=train_transform,
         val_transform=None,
     )
+
+
+def evaluation_dataset(
+    config: DataConfig | Mapping[str, object], split: str = "val"
+) -> SegmentationDataset:
+    """The samples of one split of a data config, read without augmentation.
+
+    Args:
+        config: A :class:`DataConfig` or its ``[data]`` table (augmentation keys are ignored).
+        split: ``"val"`` or ``"train"`` as the training run split the data; ``"all"`` for every
+            sample under the root (a separate test folder); for CamVid the split folder
+            (``"val"``, ``"train"`` or ``"test"``).
+    """
+    if not isinstance(config, DataConfig):
+        config = DataConfig.from_mapping(config)
+    config = dataclasses.replace(
+        config,
+        crop_size=None,
+        scale=None,
+        hflip=False,
+        vflip=False,
+        rot90=False,
+        elastic_std=0.0,
+        weights=False,  # U-Net weight maps are for training losses
+    )
+    if config.layout == "camvid":
+        check_choice("split", split, CAMVID_EVAL_SPLITS)
+        encoding = MaskEncoding.from_config(config.encoding or CAMVID_ENCODING)
+        folder = camvid_folder(config, split)
+        return CamVidDataset(config.root, folder, encoding=encoding, channels=config.channels)
+    check_choice("split", split, EVAL_SPLITS)
+    if split == "all":
+        if config.layout == "synthetic":
+            raise ValueError(message("split 'all'", "name data under a root", "layout synthetic"))
+        return full_dataset(config)
+    train, val = build_datasets(config)
+    chosen = train if split == "train" else val
+    # A view without the transform: evaluation sees the images as stored.
+    return DatasetView(chosen, range(len(chosen))) if chosen.transform is not None else chosen
+
+
+def override_data(
+    table: Mapping[str, object],
+    *,
+    layout: str | None = None,
+    encoding: Mapping[str, object] | None = None,
+) -> dict:
+    """A ``[data]`` table with another layout and/or mask encoding.
+
+    A new layout drops the table's ``images``, ``masks`` and ``manifest`` (folder names and
+    manifests belong to the layout they were written for).
+    """
+    table = dict(table)
+    if layout and layout != table.get("layout"):
+        table = {k: v for k, v in table.items() if k not in ("images", "masks", "manifest")}
+        table["layout"] = layout
+    if encoding is not None:
+        table["encoding"] = dict(encoding)
+    return table
+
+
+def folder_table(
+    base: Mapping[str, object],
+    root: str,
+    *,
+    layout: str | None = None,
+    encoding: Mapping[str, object] | None = None,
+) -> dict:
+    """The ``[data]`` table of the data folder ``root``: ``base`` (e.g. a checkpoint's) with
+    ``root``, ``layout`` and ``encoding`` applied; the layout defaults to ``folders``.
+
+    Raises:
+        ValueError: the layout is ``synthetic``, or a folders / tiff layout has no encoding.
+    """
+    table = {"layout": "folders", **override_data(base, layout=layout, encoding=encoding)}
+    table["root"] = root
+    if table["layout"] == "synthetic":
+        raise ValueError(
+            message(
+                f"the layout of {root}",
+                f"be one of {list(FOLDER_LAYOUTS)}",
+                "'synthetic' (the checkpoint's built-in training data)",
+                "pass --layout",
+            )
+        )
+    if table["layout"] in ("folders", "tiff") and table.get("encoding") is None:
+        raise ValueError(
+            message(f"the mask encoding of {root}", "be declared", "nothing", ENCODING_EXAMPLE)
+        )
+    return table
+
+
+def check_classes(dataset: SegmentationDataset, num_classes: int, data: str) -> None:
+    """Refuse, in one line, a data set whose encoding gives other classes than the model's."""
+    if dataset.num_classes != num_classes:
+        raise ValueError(
+            message(
+                f"the classes of {data}",
+                f"be the checkpoint's {num_classes}",
+                f"{dataset.num_classes} from the mask encoding",
+                "pass the --encoding the model was trained with",
+            )
+        )

@@ -3,13 +3,13 @@ whole-image and tiled prediction (overlap-tile for valid U-Net, blended tiles
 otherwise, optional test-time augmentation), prediction files, evaluation of a data set with
 the confusion-matrix metrics and boundary F1, and export to ONNX / TorchScript."""
 
+from pixelwise.data.build import evaluation_dataset
 from pixelwise.inference._model import output_margin
 from pixelwise.inference.evaluate import evaluate, evaluate_dataset
 from pixelwise.inference.predict import (
     OUTPUT_KINDS,
     collect_images,
     covering_input_size,
-    evaluation_dataset,
     plan_outputs,
     predict_file,
     predict_logits,

@@ -1,5 +1,5 @@
 """Whole-image prediction: logits and masks at the image size, files for a folder of images,
-and the evaluation split of a data config.
+and their files.
 
 :func:`whole_image_logits` is the one place that maps a (normalised) image batch to logits at
 its size; overlap-tile prediction of large images slots in beside it with the same signature.
@@ -15,7 +15,6 @@ prints.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -23,19 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixelwise._checks import check_choice, check_images, message
+from pixelwise._checks import check_images, message
 from pixelwise._files import save_png_atomic
-from pixelwise.data import (
-    CAMVID_ENCODING,
-    CamVidDataset,
-    DataConfig,
-    DatasetView,
-    MaskEncoding,
-    SegmentationDataset,
-    build_datasets,
-)
 from pixelwise.data._io import read_image
-from pixelwise.data.build import full_dataset
 from pixelwise.data.datasets import list_images
 from pixelwise.inference._model import (
     eval_mode,
@@ -51,8 +40,6 @@ from pixelwise.report.palette import class_palette, colorize, overlay
 
 Progress = Callable[[int, int], None]
 OUTPUT_KINDS = ("mask", "color", "overlay")
-CAMVID_EVAL_SPLITS = ("val", "train", "test")
-EVAL_SPLITS = ("val", "train", "all")
 
 
 def covering_input_size(model: nn.Module, size: int) -> int:
@@ -118,46 +105,6 @@ def predict_mask(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """
     logits = predict_logits(model, images)
     return logits.argmax(dim=-3).cpu()
-
-
-def evaluation_dataset(
-    config: DataConfig | Mapping[str, object], split: str = "val"
-) -> SegmentationDataset:
-    """The samples of one split of a data config, read without augmentation.
-
-    Args:
-        config: A :class:`DataConfig` or its ``[data]`` table (augmentation keys are ignored).
-        split: ``"val"`` or ``"train"`` as the training run split the data; ``"all"`` for every
-            sample under the root (a separate test folder); for CamVid the split folder
-            (``"val"``, ``"train"`` or ``"test"``).
-    """
-    if not isinstance(config, DataConfig):
-        config = DataConfig.from_mapping(config)
-    config = dataclasses.replace(
-        config,
-        crop_size=None,
-        scale=None,
-        hflip=False,
-        vflip=False,
-        rot90=False,
-        elastic_std=0.0,
-        weights=False,  # U-Net weight maps are for training losses
-    )
-    if config.layout == "camvid":
-        check_choice("split", split, CAMVID_EVAL_SPLITS)
-        # The config's images/masks name CamVid's training and validation split folders.
-        folder = {"train": config.images or "train", "val": config.masks or "val"}.get(split, split)
-        encoding = MaskEncoding.from_config(config.encoding or CAMVID_ENCODING)
-        return CamVidDataset(config.root, folder, encoding=encoding, channels=config.channels)
-    check_choice("split", split, EVAL_SPLITS)
-    if split == "all":
-        if config.layout == "synthetic":
-            raise ValueError(message("split 'all'", "name data under a root", "layout synthetic"))
-        return full_dataset(config)
-    train, val = build_datasets(config)
-    chosen = train if split == "train" else val
-    # A view without the transform: evaluation sees the images as stored.
-    return DatasetView(chosen, range(len(chosen))) if chosen.transform is not None else chosen
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:

@@ -1,0 +1,244 @@
+"""``pixelwise evaluate``, ``predict``, ``info`` and ``export``: what a checkpoint does.
+
+Each command loads the checkpoint as a :class:`pixelwise.inference.segmenter.Segmenter`,
+which carries its normalisation, class names and ignore index. The library is imported inside
+the commands, so that building the parser does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pixelwise.cli._format import (
+    _flat,
+    bar_progress,
+    config_text,
+    count_parameters,
+    device,
+    print_metrics,
+    score,
+    without_nan,
+)
+from pixelwise.cli.data import add_data_flags, data_flags
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    # At call time: start-up without torch.
+    from tqdm import tqdm
+
+    from pixelwise.data.build import check_classes, evaluation_dataset, folder_table
+    from pixelwise.engine.checkpoint import load_model
+    from pixelwise.inference import evaluate_dataset
+
+    segmenter = load_model(args.checkpoint, device=device(args.device))
+    checkpoint = segmenter.checkpoint
+    table = folder_table(checkpoint.config.get("data") or {}, args.data, **data_flags(args))
+    table["channels"] = checkpoint.in_channels
+    dataset = evaluation_dataset(table, args.split)
+    check_classes(dataset, checkpoint.num_classes, args.data)
+    segmenter.ignore_index = dataset.ignore_index  # the masks' own unlabelled value
+    with tqdm(total=len(dataset), desc="evaluate", unit="image", disable=None) as bar:
+        result = evaluate_dataset(segmenter, dataset, progress=bar_progress(bar))
+    if args.json:
+        print(json.dumps(without_nan(result), indent=2))
+        return 0
+    print(
+        f"{checkpoint.model_name} (epoch {checkpoint.epoch}) on {args.data}, "
+        f"split {args.split}: {result['num_images']} images"
+    )
+    print_metrics(result)
+    return 0
+
+
+def _optimized(args: argparse.Namespace) -> object:
+    """The checkpoint's Segmenter with its network optimised once (not per image) and on the
+    chosen backend (ONNX Runtime exports once per tile shape)."""
+    # At call time: start-up without torch.
+    from pixelwise.engine.checkpoint import load_model
+    from pixelwise.inference.optimize import optimize_for_inference
+    from pixelwise.inference.runtime import with_backend
+
+    if args.backend == "onnxruntime" and args.device == "cuda":
+        raise ValueError("--backend onnxruntime runs on the CPU: drop --device cuda")
+    where = "cpu" if args.backend == "onnxruntime" else device(args.device)
+    segmenter = load_model(args.checkpoint, device=where)
+    try:
+        network = optimize_for_inference(segmenter.network, inplace=True)
+        return segmenter.with_network(with_backend(network, args.backend))
+    except ImportError as exc:  # the optional package: one line, like other user errors
+        raise ValueError(str(exc)) from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    # At call time: start-up without torch.
+    from tqdm import tqdm
+
+    from pixelwise.inference import OUTPUT_KINDS, collect_images, plan_outputs, predict_file
+
+    segmenter = _optimized(args)
+    plan = plan_outputs(collect_images(args.images), args.out, overwrite=args.overwrite)
+    for image, paths in tqdm(plan, desc="predict", unit="image", disable=None):
+        with tqdm(desc=image.name, unit="tile", leave=False, disable=None) as bar:
+
+            def progress(done: int, total: int, bar=bar) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            predict_file(
+                segmenter,
+                image,
+                paths,
+                alpha=args.alpha,
+                tile=args.tile,
+                tta=args.tta,
+                progress=progress,
+            )
+    kinds = ", ".join(f"<stem>_{kind}.png" for kind in OUTPUT_KINDS)
+    print(f"wrote {len(plan)} image(s) × {len(OUTPUT_KINDS)} files to {args.out} ({kinds})")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from pixelwise.engine.checkpoint import load_model  # at call time: start-up without torch
+
+    segmenter = load_model(args.checkpoint)
+    checkpoint, meta = segmenter.checkpoint, segmenter.meta()
+    norm = meta["normalisation"]
+    rows = (
+        ("checkpoint", args.checkpoint),
+        ("model", checkpoint.model_name),
+        ("model args", ", ".join(f"{k}={v!r}" for k, v in meta["model_args"].items())),
+        ("parameters", f"{count_parameters(segmenter):,}"),
+        ("classes", f"{meta['num_classes']}: " + ", ".join(meta["class_names"])),
+        ("ignore_index", meta["ignore_index"]),
+        ("normalisation", f"mean {norm['mean']}, std {norm['std']}" if norm else "none"),
+        ("epoch", checkpoint.epoch),
+        ("training state", "saved (resumable)" if checkpoint.training else "none"),
+    )
+    for label, value in rows:
+        print(f"{label.ljust(15)}{value}")
+    print("metrics" + ("" if checkpoint.metrics else "        none"))
+    metrics = _flat(checkpoint.metrics)
+    width = max((len(key) for key, _ in metrics), default=0)
+    for key, value in metrics:
+        print(f"  {key.ljust(width)}  {score(value) if isinstance(value, float) else value}")
+    print("config")
+    print(config_text(checkpoint.config))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    # At call time: start-up without torch.
+    from pixelwise.engine.checkpoint import load_model
+    from pixelwise.inference.export import SUFFIXES, export_model
+
+    source = Path(args.checkpoint)
+    out = Path(args.out) if args.out else source.with_suffix(SUFFIXES[args.format])
+    segmenter = load_model(source)
+    try:
+        exported = export_model(
+            segmenter,
+            out,
+            format=args.format,
+            example_size=tuple(args.size) if args.size else None,
+            opset=args.opset,
+            metadata={"checkpoint": source.name, "epoch": segmenter.checkpoint.epoch},
+            overwrite=args.overwrite,
+        )
+    except ImportError as exc:  # the optional onnx package: one line, like other user errors
+        raise ValueError(str(exc)) from None
+    height, width = exported.example_size
+    what = f"onnx, opset {exported.opset}" if exported.opset else "torchscript"
+    sizes = (
+        "any N, H, W"
+        if exported.dynamic
+        else f"fixed to 1×{segmenter.in_channels}×{height}×{width}; omit --size for any size"
+    )
+    print(f"wrote {exported.path} ({what}; input 'images' (N, C, H, W): {sizes})")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a checkpoint on a data folder: per-class IoU, accuracy, Dice, boundary F1",
+    )
+    p.add_argument("checkpoint", help="a checkpoint (.pt or .safetensors)")
+    p.add_argument("data", help="the data folder")
+    add_data_flags(p)
+    p.add_argument(
+        "--split",
+        choices=("val", "train", "all", "test"),
+        default="val",
+        help="val/train: as the training run split the data (default val); all: every sample "
+        "(a separate test folder); CamVid: the split folder (val, train or test)",
+    )
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON only")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="write index, colour and overlay PNGs of a checkpoint's predictions"
+    )
+    p.add_argument("checkpoint", help="a checkpoint (.pt or .safetensors)")
+    p.add_argument("images", nargs="+", help="image files or folders of images")
+    p.add_argument(
+        "--out", required=True, help="the folder to write <stem>_mask/_color/_overlay.png"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=512,
+        help="tile size for images larger than it (default 512; overlap-tile for valid U-Net)",
+    )
+    p.add_argument(
+        "--tta", action="store_true", help="average over flips and 90° rotations (8 transforms)"
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="run the network in PyTorch (default) or ONNX Runtime (CPU; faster for U-Net, "
+        "needs pixelwise[export]; exports in memory on the first image)",
+    )
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="write a checkpoint's model as ONNX or TorchScript (any input size)"
+    )
+    p.add_argument("checkpoint", help="a checkpoint (.pt or .safetensors)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument(
+        "--out", metavar="PATH", help="the file to write (default: the checkpoint's .onnx/.ts)"
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="trace at this size (default: one that keeps H and W free in the export)",
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    p.set_defaults(func=cmd_export)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``evaluate``, ``predict``, ``info`` and ``export``."""
+    _add_evaluate(sub)
+    _add_predict(sub)
+    p = sub.add_parser(
+        "info", help="what a checkpoint holds: model, parameters, classes, metrics, config"
+    )
+    p.add_argument("checkpoint", help="a checkpoint (.pt or .safetensors)")
+    p.set_defaults(func=cmd_info)
+    _add_export(sub)
