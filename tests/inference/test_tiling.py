@@ -20,7 +20,7 @@ from pixelwise.inference.tiling import (
     window,
 )
 from pixelwise.models import create_model
-from pixelwise.models.patch import mirror_pad
+from pixelwise.nn.padding import mirror_pad
 from pixelwise.nn.shapes import trace_stages
 
 HEIGHT, WIDTH = 67, 45

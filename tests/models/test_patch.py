@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pixelwise.models import create_model
-from pixelwise.models.patch import MIN_PATCH_SIZE, PatchClassifier, mirror_pad
+from pixelwise.models.patch import MIN_PATCH_SIZE, PatchClassifier
+from pixelwise.nn.padding import mirror_pad
 from pixelwise.nn.shapes import trace_stages
 
 

@@ -40,7 +40,7 @@ from pixelwise.engine.checkpoint import normalise_images
 from pixelwise.inference._model import eval_mode, model_device, model_in_channels, output_margin
 from pixelwise.metrics import ConfusionMatrix, boundary_f1_scores
 from pixelwise.metrics.boundary import image_mean
-from pixelwise.models.patch import mirror_pad
+from pixelwise.nn.padding import mirror_pad
 from pixelwise.report.palette import colorize, overlay
 
 Normalisation = Mapping[str, Sequence[float]]
