@@ -82,7 +82,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_shapes(args: argparse.Namespace) -> int:
     from pixelwise.models import create_model
-    from pixelwise.nn.shapes import trace_stages
+    from pixelwise.nn.trace import trace_stages
 
     height, width = args.size
     model = create_model(

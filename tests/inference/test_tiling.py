@@ -21,7 +21,7 @@ from pixelwise.inference.tiling import (
 )
 from pixelwise.models import create_model
 from pixelwise.nn.padding import mirror_pad
-from pixelwise.nn.shapes import trace_stages
+from pixelwise.nn.trace import trace_stages
 
 HEIGHT, WIDTH = 67, 45
 
