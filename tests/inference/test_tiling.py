@@ -21,8 +21,8 @@ from pixelwise.inference.tiling import (
     window,
 )
 from pixelwise.models import create_model
-from pixelwise.models.patch import mirror_pad
-from pixelwise.nn.shapes import trace_stages
+from pixelwise.nn.padding import mirror_pad
+from pixelwise.nn.trace import trace_stages
 
 HEIGHT, WIDTH = 67, 45
 

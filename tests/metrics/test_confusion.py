@@ -232,3 +232,23 @@ def test_cuda_counts_equal_cpu_counts() -> None:
     mixed = ConfusionMatrix(5).update(logits.cuda(), target.cuda())  # counted on GPU, kept on CPU
     assert on_gpu.matrix.device.type == "cuda" and mixed.matrix.device.type == "cpu"
     assert torch.equal(on_gpu.matrix.cpu(), cpu.matrix) and torch.equal(mixed.matrix, cpu.matrix)
+
+
+def test_summary_keys_are_the_scalar_scores_in_order() -> None:
+    from pixelwise.metrics import SUMMARY_KEYS
+
+    assert (
+        SUMMARY_KEYS
+        == ConfusionMatrix.SUMMARY_KEYS
+        == (
+            "pixel_accuracy",
+            "mean_accuracy",
+            "mean_iou",
+            "frequency_weighted_iou",
+            "mean_dice",
+        )
+    )
+    cm = ConfusionMatrix(3).update(torch.tensor([[[0, 1, 2]]]), torch.tensor([[[0, 1, 1]]]))
+    summary = cm.summary()
+    assert list(summary) == [*SUMMARY_KEYS, "classes"]
+    assert summary["mean_iou"] == 0.5 and summary["pixel_accuracy"] == pytest.approx(2 / 3)

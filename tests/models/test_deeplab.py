@@ -13,7 +13,7 @@ from torch import nn
 
 from pixelwise.models import create_model
 from pixelwise.models.deeplab import ImagePooling, ResNetEncoder, stage_dilations, upsample_to_input
-from pixelwise.nn.shapes import trace_stages
+from pixelwise.nn.trace import trace_stages
 
 K = 4
 

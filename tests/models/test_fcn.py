@@ -10,7 +10,7 @@ from torchvision.models import vgg as tv_vgg
 
 from pixelwise.models import create_model
 from pixelwise.models.fcn import FCN, BilinearUpsample
-from pixelwise.nn.shapes import trace_stages
+from pixelwise.nn.trace import trace_stages
 from pixelwise.nn.upsample import bilinear_kernel
 
 VARIANTS = ("fcn32s", "fcn16s", "fcn8s")

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from pixelwise.models import create_model
-from pixelwise.models.patch import MIN_PATCH_SIZE, PatchClassifier, mirror_pad
-from pixelwise.nn.shapes import trace_stages
+from pixelwise.models.patch import MIN_PATCH_SIZE, PatchClassifier
+from pixelwise.nn.padding import mirror_pad
+from pixelwise.nn.trace import trace_stages
 
 
 def _model(*, patch_size: int = 13, width: int = 4, num_classes: int = 3, **kw) -> PatchClassifier:

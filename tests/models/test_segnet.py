@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models import vgg as tv_vgg
 
 from pixelwise.models import create_model
-from pixelwise.nn.shapes import trace_stages
+from pixelwise.nn.trace import trace_stages
 
 SMALL = {"segnet": {"width": 0.125}, "segnet_basic": {"width": 8}}
 K = 5

@@ -10,7 +10,7 @@ from torch import nn
 
 from pixelwise.models import create_model
 from pixelwise.models.unet import unet_output_size, unet_valid_sizes_near
-from pixelwise.nn.shapes import trace_stages
+from pixelwise.nn.trace import trace_stages
 
 # Figure 1 of the paper, per stage: (channels at base width 64, spatial size) for a 572 input.
 

@@ -209,7 +209,7 @@ def test_stage_info_stays_positionally_compatible():
 
 
 def test_max_pool_stand_in_keeps_windows_sizes_and_indices():
-    from pixelwise.nn.shapes import _SupportMaxPool2d
+    from pixelwise.nn.trace import _SupportMaxPool2d
 
     x = torch.rand(1, 2, 13, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for k, s, p, d, ceil in itertools.product((2, 3), (1, 2, 3), (0, 1), (1, 2), (False, True)):
@@ -251,7 +251,7 @@ class _Wiring(nn.Module):
 
 
 def test_grouped_reflect_residual_and_transposed_wiring():
-    from pixelwise.nn.shapes import _linearised
+    from pixelwise.nn.trace import _linearised
 
     model = _Wiring()
     x = torch.rand(1, 1, 23, 21, generator=torch.Generator().manual_seed(3))

@@ -65,7 +65,7 @@ def _invalid_size(model: object, height: int, width: int) -> str | None:
 def cmd_shapes(args: argparse.Namespace) -> int:
     # At call time: start-up without torch.
     from pixelwise.models import create_model
-    from pixelwise.nn.shapes import trace_stages
+    from pixelwise.nn.trace import trace_stages
 
     height, width = args.size
     model = create_model(

@@ -35,7 +35,7 @@ from pixelwise.inference._model import (
     unwrap_model,
 )
 from pixelwise.inference.tiling import predict as predict_tiled
-from pixelwise.models.patch import mirror_pad
+from pixelwise.nn.padding import mirror_pad
 from pixelwise.report.palette import class_palette, colorize, overlay
 
 Progress = Callable[[int, int], None]

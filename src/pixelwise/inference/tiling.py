@@ -243,7 +243,7 @@ def mirror_indices(start: int, length: int, size: int) -> torch.Tensor:
     """Indices of ``range(start, start + length)`` reflected into ``[0, size)``.
 
     The reflection of ``numpy.pad(mode="reflect")`` and
-    :func:`pixelwise.models.patch.mirror_pad`, repeated as often as needed (period
+    :func:`pixelwise.nn.padding.mirror_pad`, repeated as often as needed (period
     ``2·(size − 1)``); an axis of one pixel repeats it.
 
     Shape:

@@ -9,7 +9,7 @@
 """
 
 from pixelwise.metrics.boundary import boundary_f1, boundary_f1_scores, class_boundary
-from pixelwise.metrics.confusion import ConfusionMatrix
+from pixelwise.metrics.confusion import SUMMARY_KEYS, ConfusionMatrix
 from pixelwise.metrics.instances import (
     ISBI_THRESHOLDS,
     IsbiScores,
@@ -34,6 +34,7 @@ from pixelwise.metrics.objects import (
 __all__ = [
     "DSB_THRESHOLDS",
     "ISBI_THRESHOLDS",
+    "SUMMARY_KEYS",
     "ConfusionMatrix",
     "IsbiScores",
     "ObjectMatch",

@@ -24,11 +24,23 @@ denominator is zero is NaN and the means skip NaN, which gives three cases:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
 from pixelwise._checks import check_num_classes_and_ignore, message
 from pixelwise.metrics._labels import class_maps
+
+# The scalar scores summary() returns, in its order; each is also the name of the method that
+# computes it. The run's metrics.csv columns, the config's metric choices and the command
+# line's means read this one tuple.
+SUMMARY_KEYS = (
+    "pixel_accuracy",
+    "mean_accuracy",
+    "mean_iou",
+    "frequency_weighted_iou",
+    "mean_dice",
+)
 
 
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
@@ -58,6 +70,8 @@ class ConfusionMatrix:
         >>> cm.update(torch.tensor([[[0, 1, 2]]]), torch.tensor([[[0, 1, 1]]])).mean_iou()
         0.5
     """
+
+    SUMMARY_KEYS: ClassVar[tuple[str, ...]] = SUMMARY_KEYS
 
     def __init__(
         self,
@@ -168,8 +182,8 @@ class ConfusionMatrix:
     def summary(self, class_names: Sequence[str] | None = None) -> dict[str, object]:
         """All metrics as plain numbers; per class keyed by name (default ``"0"``, ``"1"``, ...).
 
-        Returns a dict with ``pixel_accuracy``, ``mean_accuracy``, ``mean_iou``,
-        ``frequency_weighted_iou``, ``mean_dice`` (floats) and ``classes``: name ->
+        Returns a dict with the :data:`SUMMARY_KEYS` (``pixel_accuracy``, ``mean_accuracy``,
+        ``mean_iou``, ``frequency_weighted_iou``, ``mean_dice``: floats) and ``classes``: name ->
         ``{"iou", "accuracy", "dice", "target_pixels", "predicted_pixels"}``. NaN marks an
         undefined value, as in the per-class methods.
         """
@@ -190,14 +204,8 @@ class ConfusionMatrix:
             }
             for i, name in enumerate(names)
         }
-        return {
-            "pixel_accuracy": self.pixel_accuracy(),
-            "mean_accuracy": self.mean_accuracy(),
-            "mean_iou": self.mean_iou(),
-            "frequency_weighted_iou": self.frequency_weighted_iou(),
-            "mean_dice": self.mean_dice(),
-            "classes": classes,
-        }
+        scores = {key: getattr(self, key)() for key in SUMMARY_KEYS}
+        return {**scores, "classes": classes}
 
     def _class_names(self, class_names: Sequence[str] | None) -> list[str]:
         if class_names is None:

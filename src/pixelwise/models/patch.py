@@ -21,6 +21,7 @@ from torch import nn
 
 from pixelwise._checks import check_choice, check_images, check_positive_int, message
 from pixelwise.models.registry import register_model
+from pixelwise.nn.padding import mirror_pad
 
 MODES = ("dense", "patches")
 # Each feature block trims 6 pixels (two 3×3 convolutions and a 3×3 stride-1 pool); two blocks.
@@ -45,30 +46,6 @@ def check_patch_size(value: object) -> int:
         fix = f"an odd size has a centre pixel; use {value + 1}"
         raise ValueError(message("patch_size", expectation, value, fix))
     return value
-
-
-def mirror_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Mirror-pad H and W by ``pad`` on every side, for any image size.
-
-    The same as ``F.pad(x, (pad,) * 4, mode="reflect")`` where that is defined
-    (``pad < H`` and ``pad < W``); beyond it the reflection repeats (period 2·(n − 1), as
-    ``numpy.pad(mode="reflect")``), and a side of one pixel is replicated.
-
-    Shape:
-        x: (N, C, H, W) -> (N, C, H + 2·pad, W + 2·pad)
-    """
-    for dim in (-2, -1):
-        x = x.index_select(dim, _mirror_index(x.shape[dim], pad, x.device))
-    return x
-
-
-def _mirror_index(n: int, pad: int, device: torch.device) -> torch.Tensor:
-    idx = torch.arange(-pad, n + pad, device=device)  # (n + 2·pad,)
-    if n == 1:
-        return torch.zeros_like(idx)
-    period = 2 * (n - 1)
-    idx = idx.remainder(period)
-    return torch.where(idx >= n, period - idx, idx)
 
 
 def _feature_block(in_channels: int, out_channels: int) -> nn.Sequential:

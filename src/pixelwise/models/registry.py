@@ -11,6 +11,10 @@ Each built model carries:
     in forward order (used by ``pixelwise shapes``);
     ``pixelwise_name`` and ``pixelwise_args``: what :func:`create_model` was called with, so a
     checkpoint can rebuild the model with one call.
+
+This module imports no model: it is the leaf the model modules register into. The package
+(``pixelwise/models/__init__.py``) imports every model module after it, so importing anything
+from ``pixelwise.models`` fills the registry.
 """
 
 from __future__ import annotations
@@ -59,20 +63,13 @@ def register_model(name: str, *, summary: str, paper: str) -> Callable:
     return decorate
 
 
-def _ensure_loaded() -> None:
-    # Importing the model modules runs their @register_model decorators.
-    from pixelwise.models import deeplab, fcn, patch, segnet, unet  # noqa: F401
-
-
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
 def get_entry(name: str) -> ModelEntry:
     """The registry entry for ``name``; unknown names raise a ValueError with a suggestion."""
-    _ensure_loaded()
     if name not in _REGISTRY:
         raise ValueError(
             message(

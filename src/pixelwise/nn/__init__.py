@@ -5,7 +5,6 @@ from pixelwise.nn.blocks import ConvBNReLU, DoubleConv, crop_padding, pad_to_mul
 from pixelwise.nn.shapes import (
     Layer,
     ReceptiveField,
-    StageInfo,
     conv1d_matrix,
     conv2d_matrix,
     conv_output_size,
@@ -14,8 +13,8 @@ from pixelwise.nn.shapes import (
     conv_transpose_output_size,
     pool_output_size,
     receptive_field,
-    trace_stages,
 )
+from pixelwise.nn.trace import StageInfo, trace_stages
 from pixelwise.nn.upsample import (
     INTERPOLATION_MODES,
     AvgUnpool,
