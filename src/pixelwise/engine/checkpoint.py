@@ -50,7 +50,7 @@ from torch import nn
 
 from pixelwise._checks import message
 from pixelwise._files import atomic_write, write_bytes_atomic
-from pixelwise.inference._model import model_in_channels, unwrap_model
+from pixelwise.inference._model import model_in_channels, model_parts, unwrap_model
 from pixelwise.inference.segmenter import Segmenter, qualified_name
 from pixelwise.nn.normalise import Normalize, check_normalisation
 
@@ -167,7 +167,7 @@ def save_checkpoint(
         raise FileNotFoundError(
             message(f"checkpoint folder {path.parent}", "exist", "a missing folder")
         )
-    model = unwrap_model(model)
+    model = unwrap_model(model_parts(model)[0])  # a Segmenter is saved as its network
     header = {
         **_model_header(model, class_names),
         "class_names": [str(n) for n in class_names],
