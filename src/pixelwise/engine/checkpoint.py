@@ -52,6 +52,7 @@ from pixelwise._checks import message
 from pixelwise._files import atomic_write, write_bytes_atomic
 from pixelwise.inference._model import model_in_channels, model_parts, unwrap_model
 from pixelwise.inference.segmenter import Segmenter, qualified_name
+from pixelwise.models import create_model
 from pixelwise.nn.normalise import Normalize, check_normalisation
 
 logger = logging.getLogger(__name__)
@@ -309,10 +310,6 @@ def _load_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
 
 def build_model(checkpoint: Checkpoint, *, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the checkpoint's model through the registry, load its weights, eval mode."""
-    # Imported here: the models (and torchvision) load only when a model is rebuilt, which
-    # keeps reading a checkpoint's header, e.g. for `pixelwise train --resume`, cheap.
-    from pixelwise.models import create_model
-
     if checkpoint.model_name is None:
         raise ValueError(
             message(
