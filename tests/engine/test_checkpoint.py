@@ -178,6 +178,14 @@ def test_load_model_returns_a_segmenter_with_the_checkpoint_facts(tmp_path):
         assert torch.equal(segmenter(x), model(normalise_images(x, NORM)))
 
 
+def test_a_segmenter_is_saved_as_its_network(tmp_path):
+    model = tiny_unet()
+    segmenter = load_model(save(tmp_path / "run.pt", model))
+    checkpoint = load_checkpoint(save(tmp_path / "again.pt", segmenter))
+    assert checkpoint.model_name == "unet"
+    assert checkpoint.state_dict.keys() == model.state_dict().keys()
+
+
 def test_checkpoints_without_a_model_class_still_load(tmp_path):
     # Checkpoints written before model_class was recorded.
     path = save(tmp_path / "run.pt", tiny_unet())

@@ -105,8 +105,9 @@ def test_a_data_set_batches_and_a_hand_loop_score_the_same_pixels():
     by_batches = evaluate(segmenter, batches(items), loss=weighted_ce)
     flat = [group for batch in batches(items) for group in batch]  # plain batch dicts
     by_dicts = evaluate(segmenter, iter(flat), loss=weighted_ce)
+    by_list = evaluate(segmenter, items, batch_size=3, loss=weighted_ce)  # a list of samples
     assert calls == [(2, 5), (4, 5), (5, 5)]
-    for result in (by_dataset, by_batches, by_dicts):
+    for result in (by_dataset, by_batches, by_dicts, by_list):
         assert result["confusion_matrix"] == expected["confusion_matrix"]
         assert result["num_images"] == 5
         assert result["mean_iou"] == pytest.approx(expected["mean_iou"])

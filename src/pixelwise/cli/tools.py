@@ -98,7 +98,10 @@ def cmd_shapes(args: argparse.Namespace) -> int:
                 model.valid_input_sizes_near(n - 1)[0],
                 model.valid_input_sizes_near(n + 1)[1],
             )
-            print(f"valid input {axis}s next to {n}: {below or '-'} and {above}")
+            # n itself passed the check above: say so, then its neighbours.
+            print(
+                f"input {axis} {n} is valid; the valid {axis}s next to it: {below or '-'} and {above}"
+            )
     return 0
 
 

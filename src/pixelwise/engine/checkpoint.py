@@ -50,8 +50,9 @@ from torch import nn
 
 from pixelwise._checks import message
 from pixelwise._files import atomic_write, write_bytes_atomic
-from pixelwise.inference._model import model_in_channels, unwrap_model
+from pixelwise.inference._model import model_in_channels, model_parts, unwrap_model
 from pixelwise.inference.segmenter import Segmenter, qualified_name
+from pixelwise.models import create_model
 from pixelwise.nn.normalise import Normalize, check_normalisation
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def save_checkpoint(
         raise FileNotFoundError(
             message(f"checkpoint folder {path.parent}", "exist", "a missing folder")
         )
-    model = unwrap_model(model)
+    model = unwrap_model(model_parts(model)[0])  # a Segmenter is saved as its network
     header = {
         **_model_header(model, class_names),
         "class_names": [str(n) for n in class_names],
@@ -309,10 +310,6 @@ def _load_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
 
 def build_model(checkpoint: Checkpoint, *, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the checkpoint's model through the registry, load its weights, eval mode."""
-    # Imported here: the models (and torchvision) load only when a model is rebuilt, which
-    # keeps reading a checkpoint's header, e.g. for `pixelwise train --resume`, cheap.
-    from pixelwise.models import create_model
-
     if checkpoint.model_name is None:
         raise ValueError(
             message(

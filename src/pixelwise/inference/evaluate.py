@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from pixelwise._checks import check_positive_int, message
 from pixelwise.inference._model import eval_mode, model_parts
@@ -147,7 +148,10 @@ def _evaluate_batch(
 
 def _batches(data: object, batch_size: int) -> tuple[Iterator[list[dict]], int | None, bool]:
     """(batches, total for progress, whether progress counts images rather than items)."""
-    if _is_dataset(data) and (len(data) == 0 or _is_sample(data[0])):
+    # A torch Dataset is taken as samples without reading one twice; other indexables (a
+    # list) are samples when their first item is one.
+    peek = not isinstance(data, Dataset) and _is_dataset(data) and len(data) > 0
+    if isinstance(data, Dataset) or (_is_dataset(data) and (not peek or _is_sample(data[0]))):
         return _samples_in_batches(data, batch_size), len(data), True
     total = len(data) if hasattr(data, "__len__") else None
     return _loader_batches(data), total, False

@@ -18,6 +18,7 @@ import torch
 
 from pixelwise._checks import message
 from pixelwise.data._io import check_exists
+from pixelwise.engine.checkpoint import load_model
 from pixelwise.style.features import (
     VGG19_CONTENT_LAYER,
     VGG19_LAYERS,
@@ -109,8 +110,6 @@ def feature_network(
                     "drop those flags, or drop --features",
                 )
             )
-        from pixelwise.engine.checkpoint import load_model
-
         segmenter = load_model(features)
         return ModelFeatures(segmenter, in_channels=segmenter.checkpoint.in_channels)
     content = check_layer_names(
