@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 import tomllib
@@ -80,6 +79,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pixelwise._checks import check_choice, check_positive_int, did_you_mean, message
+from pixelwise._toml import dump_toml
 
 if TYPE_CHECKING:
     from pixelwise.data.encoding import MaskEncoding
@@ -728,44 +728,3 @@ def load_config(
         table = _merge(table, parsed, replace=False)
         origins.update(dict.fromkeys(_leaf_keys(parsed), "--set"))
     return _build(table, origins)
-
-
-# --- a small TOML writer: tables of scalars, lists and inline tables -----------------------
-
-
-def _toml_key(key: str) -> str:
-    bare = key and all(c.isalnum() or c in "_-" for c in key) and key.isascii()
-    return key if bare else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
-    if isinstance(value, Mapping):
-        items = [
-            f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items() if v is not None
-        ]
-        return "{ " + ", ".join(items) + " }" if items else "{}"
-    raise TypeError(message("TOML value", "be a number, string, bool, list or table", repr(value)))
-
-
-def dump_toml(table: Mapping[str, Mapping[str, Any]]) -> str:
-    """Write ``{section: {key: value}}`` as TOML; None values are left out (TOML has no null)."""
-    blocks = []
-    for section, values in table.items():
-        lines = [f"[{_toml_key(section)}]"]
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"
