@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import pixelwise
 from pixelwise.config import (
     DEFAULT_MODEL_OPTIONS,
     RunConfig,
@@ -279,3 +282,37 @@ def test_written_config_reads_back_to_the_same_data_from_its_own_folder(tmp_path
     again = load_config(write(run, config.to_toml(), "config.toml"))
     assert again.data.root == str(tmp_path.resolve() / "data")
     assert load_config(write(run, again.to_toml(), "again.toml")) == again
+
+
+# --- what reading a config costs ------------------------------------------------------------
+
+
+def test_config_module_imports_no_data_models_or_torchvision():
+    """pixelwise.config on its own (the package's __init__ skipped) loads only _checks and
+    _toml of the package: the data sets, the models and torchvision stay unloaded until a command needs
+    them. DataConfig lives here for that reason."""
+    code = (
+        "import sys, types\n"
+        "package = types.ModuleType('pixelwise')\n"
+        f"package.__path__ = [{str(Path(pixelwise.__file__).parent)!r}]\n"
+        "sys.modules['pixelwise'] = package\n"
+        "import pixelwise.config\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pixelwise')))\n"
+        "print('torchvision' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [
+        "['pixelwise', 'pixelwise._checks', 'pixelwise._toml', 'pixelwise.config']",
+        "False",
+    ]
+
+
+def test_bad_values_name_their_origin_without_hidden_state(tmp_path):
+    # Built directly, a section names its key only; through load_config, also where it came from.
+    with pytest.raises(ValueError) as info:
+        RunConfig.from_dict({"train": {"epochs": 0}})
+    assert str(info.value) == "train.epochs must be an integer >= 1, got 0"
+    path = write(tmp_path, "[model]\noptions = { depht = 2 }\n")
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"model.options.depht ({path}) must name an option of model")

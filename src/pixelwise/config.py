@@ -3,7 +3,7 @@
 A run file has up to six tables; every key is optional and defaults to the built-in job (a
 small U-Net on the synthetic data, weighted cross entropy, Adam)::
 
-    [data]                      # pixelwise.data.DataConfig: layout, root, encoding, augmentation
+    [data]                      # DataConfig: layout, root, encoding, augmentation
     layout = "synthetic"
 
     [model]
@@ -70,19 +70,21 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pixelwise._checks import did_you_mean, message
-from pixelwise.data.build import DataConfig
+from pixelwise._checks import check_choice, check_positive_int, did_you_mean, message
+from pixelwise._toml import dump_toml
 
+if TYPE_CHECKING:
+    from pixelwise.data.encoding import MaskEncoding
+
+LAYOUTS = ("folders", "camvid", "instances", "tiff", "synthetic")
 LOSSES = ("ce", "weighted_ce", "dice", "ce_dice")
 CLASS_WEIGHTS = ("none", "median_frequency", "inverse_frequency")
 OPTIMIZERS = ("adam", "sgd")
@@ -102,23 +104,46 @@ DEFAULT_DATA: dict[str, object] = {
     "rot90": True,
 }
 
-# Where each "section.key" came from ("run.toml" or "--set"), for error messages.
-_ORIGIN: ContextVar[Mapping[str, str] | None] = ContextVar("pixelwise_config_origin", default=None)
+
+class BadValue(ValueError):
+    """A bad value of one key, ``key`` (``"train.epochs"``), so that :func:`load_config` can
+    add where the value came from (the file or ``--set``)."""
+
+    def __init__(self, key: str, text: str) -> None:
+        super().__init__(text)
+        self.key = key
 
 
-def _origin(section: str, key: str) -> str | None:
-    return (_ORIGIN.get() or {}).get(f"{section}.{key}")
+@contextmanager
+def _about(key: str) -> Iterator[None]:
+    """Any ValueError raised inside is about ``key``."""
+    try:
+        yield
+    except BadValue:
+        raise
+    except ValueError as exc:
+        raise BadValue(key, str(exc)) from None
 
 
-def _what(section: str, key: str) -> str:
-    origin = _origin(section, key)
-    return f"{section}.{key}" + (f" ({origin})" if origin else "")
+def _bad(key: str, expectation: str, actual: object, fix: str = "") -> BadValue:
+    return BadValue(key, message(key, expectation, actual, fix))
+
+
+def _with_origin(error: BadValue, origins: Mapping[str, str]) -> str:
+    """The error's text with the origin of its key (or of the table holding it): after the
+    key when the text starts with it (``train.epochs (--set) must ...``), else at the end."""
+    key, text = error.key, str(error)
+    origin = origins.get(key) or origins.get(key.rpartition(".")[0])
+    if origin is None:
+        return text
+    if text.startswith(f"{key} "):
+        return f"{key} ({origin}){text[len(key) :]}"
+    return f"{text} ({key} in {origin})"
 
 
 def _check_int(section: str, key: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(message(_what(section, key), f"be an integer >= {minimum}", repr(value)))
-    return value
+    with _about(f"{section}.{key}"):
+        return check_positive_int(f"{section}.{key}", value, minimum)
 
 
 def _check_float(
@@ -135,37 +160,110 @@ def _check_float(
     if not ok:
         bound = f"> {low}" if open_low else f">= {low}"
         bound += "" if math.isinf(high) else f" and <= {high}"
-        raise ValueError(message(_what(section, key), f"be a finite number {bound}", repr(value)))
+        raise _bad(f"{section}.{key}", f"be a finite number {bound}", repr(value))
     return float(value)
 
 
 def _check_bool(section: str, key: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(message(_what(section, key), "be true or false", repr(value)))
+        raise _bad(f"{section}.{key}", "be true or false", repr(value))
     return value
 
 
 def _check_choice(section: str, key: str, value: object, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(
-            message(
-                _what(section, key),
-                f"be one of {list(choices)}",
-                repr(value),
-                did_you_mean(str(value), choices),
-            )
-        )
-    return value
+    with _about(f"{section}.{key}"):
+        return check_choice(f"{section}.{key}", value, choices)
 
 
 def _check_floats(section: str, key: str, value: object) -> tuple[float, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list | tuple) or not value:
-        raise ValueError(
-            message(_what(section, key), "be a list of numbers, one per channel", repr(value))
-        )
+        raise _bad(f"{section}.{key}", "be a list of numbers, one per channel", repr(value))
     return tuple(_check_float(section, key, v, -math.inf) for v in value)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data is, how its masks are encoded, how to split and augment it.
+
+    Attributes:
+        layout: ``"folders"``, ``"camvid"``, ``"instances"``, ``"tiff"`` or ``"synthetic"``.
+        root: The data set folder (not used by ``synthetic``); in a config file, relative to
+            the file's folder (see the module docstring).
+        encoding: A :meth:`MaskEncoding.from_config` table; required for folders and tiff.
+        images: Image folder (or TIFF file) under ``root``; for camvid the training split.
+        masks: Mask folder (or label TIFF) under ``root``; for camvid the validation split.
+        channels: Channels every image must have; None accepts any.
+        crop_size: Training crop (int or (h, w)); None keeps the image size.
+        scale: Random scale range, e.g. (0.75, 1.25).
+        hflip, vflip, rot90: Random flips and 90° rotations.
+        elastic_std: Elastic deformation strength, pixels (0: off; the U-Net paper: 10).
+        val_fraction: Share of samples that validate (not camvid, which has a val split).
+        shuffle_split: Draw the validation samples by ``seed``; False takes the last ones.
+        manifest: CSV under ``root`` for a split stratified by its ``group`` column.
+        seed: Seed of the split and of the synthetic images.
+        weights: Add U-Net weight maps (instances, synthetic).
+        weight_map_background: Folders: add the U-Net weight map, its objects the connected
+            components of the classes other than this one (EM membranes: 0); None: none.
+        num_train, num_val, image_size: The synthetic data set's size.
+        class_names: One name per class (folders, tiff); default ``classes.txt`` under
+            ``root`` when present, else ``class_0 …``.
+    """
+
+    layout: str = "synthetic"
+    root: str | None = None
+    encoding: Mapping[str, object] | MaskEncoding | None = None
+    images: str | None = None
+    masks: str | None = None
+    channels: int | None = None
+    crop_size: int | tuple[int, int] | None = None
+    scale: tuple[float, float] | None = None
+    hflip: bool = False
+    vflip: bool = False
+    rot90: bool = False
+    elastic_std: float = 0.0
+    val_fraction: float = 0.2
+    shuffle_split: bool = True
+    manifest: str | None = None
+    seed: int = 0
+    weights: bool = True
+    weight_map_background: int | None = None
+    num_train: int = 64
+    num_val: int = 16
+    image_size: int = 96
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("data layout", self.layout, LAYOUTS)
+        if self.weight_map_background is not None and self.layout != "folders":
+            raise ValueError(
+                message(
+                    "data.weight_map_background",
+                    "go with layout 'folders'",
+                    f"layout '{self.layout}'",
+                    "instance layouts compute weight maps from their instances (weights = true)",
+                )
+            )
+        if self.layout != "synthetic" and self.root is None:
+            raise ValueError(
+                message(f"data root for layout '{self.layout}'", "be given", "nothing")
+            )
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, object]) -> DataConfig:
+        """Build from a TOML table; unknown keys raise with a suggestion."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in table:
+            if key not in names:
+                raise ValueError(
+                    message("data key", "be known", repr(key), did_you_mean(key, names))
+                )
+        values = dict(table)
+        for key in ("crop_size", "scale", "class_names"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        return cls(**values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,44 +277,31 @@ class ModelConfig:
     )
 
     def __post_init__(self) -> None:
+        # The registry imports torch and every model: loaded when a model config is checked,
+        # not when this module is imported (the CLI's start-up, --help and --version).
         from pixelwise.models import get_entry, model_options
 
         if not isinstance(self.name, str):
-            raise ValueError(message(_what("model", "name"), "be a string", repr(self.name)))
-        try:
+            raise _bad("model.name", "be a string", repr(self.name))
+        with _about("model.name"):
             get_entry(self.name)
-        except ValueError as exc:
-            raise ValueError(f"{exc}" + _origin_note("model", "name")) from None
         if not isinstance(self.options, Mapping):
-            raise ValueError(message(_what("model", "options"), "be a table", repr(self.options)))
+            raise _bad("model.options", "be a table", repr(self.options))
         known = model_options(self.name)
         for key in self.options:
-            origin = _origin("model", "options")
-            what = f"model.options.{key}" + (f" ({origin})" if origin else "")
+            what = f"model.options.{key}"
             if key in ("num_classes", "in_channels"):
-                raise ValueError(
-                    message(
-                        what,
-                        "be left out",
-                        repr(self.options[key]),
-                        "it is taken from the data",
-                    )
+                raise _bad(
+                    what, "be left out", repr(self.options[key]), "it is taken from the data"
                 )
             if key not in known:
-                raise ValueError(
-                    message(
-                        what,
-                        f"name an option of model '{self.name}' {sorted(known)}",
-                        repr(key),
-                        did_you_mean(key, known),
-                    )
+                raise _bad(
+                    what,
+                    f"name an option of model '{self.name}' {sorted(known)}",
+                    repr(key),
+                    did_you_mean(key, known),
                 )
         object.__setattr__(self, "options", dict(self.options))
-
-
-def _origin_note(section: str, key: str) -> str:
-    origin = _origin(section, key)
-    return f" ({section}.{key} in {origin})" if origin else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,12 +342,10 @@ class OptimConfig:
         )
         _check_bool("optim", "nesterov", self.nesterov)
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
-            raise ValueError(
-                message(
-                    _what("optim", "nesterov"),
-                    "go with name = 'sgd' and momentum > 0",
-                    f"name {self.name!r}, momentum {self.momentum}",
-                )
+            raise _bad(
+                "optim.nesterov",
+                "go with name = 'sgd' and momentum > 0",
+                f"name {self.name!r}, momentum {self.momentum}",
             )
 
 
@@ -320,15 +403,11 @@ class TrainConfig:
             _check_bool(t, key, getattr(self, key))
         _check_choice(t, "device", self.device, DEVICES)
         if self.channels_last != "auto" and not isinstance(self.channels_last, bool):
-            raise ValueError(
-                message(
-                    _what(t, "channels_last"), "be 'auto', true or false", repr(self.channels_last)
-                )
-            )
+            raise _bad("train.channels_last", "be 'auto', true or false", repr(self.channels_last))
         object.__setattr__(self, "grad_clip", _check_float(t, "grad_clip", self.grad_clip, 0.0))
         _check_choice(t, "metric", self.metric, METRICS)
         if not isinstance(self.out_dir, str) or not self.out_dir:
-            raise ValueError(message(_what(t, "out_dir"), "be a folder name", repr(self.out_dir)))
+            raise _bad("train.out_dir", "be a folder name", repr(self.out_dir))
         _check_choice(t, "normalisation", self.normalisation, NORMALISATIONS)
         self._check_mean_std()
         self._check_budget()
@@ -341,22 +420,16 @@ class TrainConfig:
         object.__setattr__(self, "time_limit_minutes", limit)
         marks = self.snapshot_minutes
         if not isinstance(marks, list | tuple):
-            raise ValueError(
-                message(_what(t, "snapshot_minutes"), "be a list of minutes", repr(marks))
-            )
+            raise _bad("train.snapshot_minutes", "be a list of minutes", repr(marks))
         marks = tuple(_check_float(t, "snapshot_minutes", m, 0.0, open_low=True) for m in marks)
         if any(b <= a for a, b in itertools.pairwise(marks)):
-            raise ValueError(
-                message(_what(t, "snapshot_minutes"), "increase strictly", list(marks))
-            )
+            raise _bad("train.snapshot_minutes", "increase strictly", list(marks))
         if limit > 0 and marks and marks[-1] > limit:
-            raise ValueError(
-                message(
-                    _what(t, "snapshot_minutes"),
-                    f"lie within train.time_limit_minutes ({limit:g})",
-                    list(marks),
-                    "raise the limit or drop the later marks",
-                )
+            raise _bad(
+                "train.snapshot_minutes",
+                f"lie within train.time_limit_minutes ({limit:g})",
+                list(marks),
+                "raise the limit or drop the later marks",
             )
         object.__setattr__(self, "snapshot_minutes", marks)
 
@@ -365,25 +438,21 @@ class TrainConfig:
         mean, std = _check_floats(t, "mean", self.mean), _check_floats(t, "std", self.std)
         fixed = self.normalisation == "fixed"
         if fixed and (mean is None or std is None or len(mean) != len(std)):
-            raise ValueError(
-                message(
-                    _what(t, "normalisation"),
-                    "come with mean and std lists of equal length when 'fixed'",
-                    f"mean {self.mean}, std {self.std}",
-                    "e.g. mean = [0.5], std = [0.25]",
-                )
+            raise _bad(
+                "train.normalisation",
+                "come with mean and std lists of equal length when 'fixed'",
+                f"mean {self.mean}, std {self.std}",
+                "e.g. mean = [0.5], std = [0.25]",
             )
         if not fixed and (mean is not None or std is not None):
-            raise ValueError(
-                message(
-                    _what(t, "mean"),
-                    "be set only with normalisation = 'fixed'",
-                    f"normalisation {self.normalisation!r}",
-                    "set train.normalisation = 'fixed' or drop mean and std",
-                )
+            raise _bad(
+                "train.mean",
+                "be set only with normalisation = 'fixed'",
+                f"normalisation {self.normalisation!r}",
+                "set train.normalisation = 'fixed' or drop mean and std",
             )
         if std is not None and min(std) <= 0:
-            raise ValueError(message(_what(t, "std"), "be > 0 for every channel", list(std)))
+            raise _bad("train.std", "be > 0 for every channel", list(std))
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
 
@@ -421,7 +490,8 @@ class RunConfig:
     def from_dict(cls, table: Mapping[str, Any]) -> RunConfig:
         """Build from nested tables (a parsed TOML file or :meth:`to_dict`); missing keys take
         the built-in job's defaults."""
-        return _build(_merge(RunConfig().to_dict(), _check_tables(table, "config"), replace=True))
+        table = _merge(RunConfig().to_dict(), _check_tables(table, "config"), replace=True)
+        return _build(table, origins={})
 
     def to_toml(self) -> str:
         """The config as a TOML file that :func:`load_config` reads back to the same run.
@@ -543,24 +613,29 @@ def _merge(base: dict, table: Mapping, *, replace: bool) -> dict:
     return merged
 
 
-def _build(table: Mapping[str, Mapping[str, Any]]) -> RunConfig:
+def _build(table: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str]) -> RunConfig:
+    """The sections of ``table``; a bad value names where it came from (``origins``:
+    ``"section.key"`` -> the file or ``"--set"``)."""
     sections: dict[str, object] = {}
     for name in SECTIONS:
         values = dict(table.get(name, {}))
         if name == "data":
-            sections[name] = _build_data(values)
+            sections[name] = _build_data(values, origins)
             continue
         values = {k: v for k, v in values.items() if v is not None}
-        sections[name] = _SECTION_TYPES[name](**values)
+        try:
+            sections[name] = _SECTION_TYPES[name](**values)
+        except BadValue as exc:
+            raise ValueError(_with_origin(exc, origins)) from None
     return RunConfig(**sections)
 
 
-def _build_data(values: dict[str, Any]) -> DataConfig:
-    origins = {_origin("data", k) for k in values} - {None}
+def _build_data(values: dict[str, Any], origins: Mapping[str, str]) -> DataConfig:
+    sources = {origins.get(f"data.{k}") for k in values} - {None}
     try:
         return DataConfig.from_mapping(values)
     except (ValueError, TypeError) as exc:
-        note = f" (in {', '.join(sorted(origins))})" if origins else ""
+        note = f" (in {', '.join(sorted(sources))})" if sources else ""
         raise type(exc)(f"{exc}{note}") from None
 
 
@@ -597,15 +672,6 @@ def _leaf_keys(table: Mapping[str, Any]) -> Iterator[str]:
         if isinstance(values, Mapping):
             for key in values:
                 yield f"{section}.{key}"
-
-
-@contextmanager
-def _origins(origins: Mapping[str, str]) -> Iterator[None]:
-    token = _ORIGIN.set(origins)
-    try:
-        yield
-    finally:
-        _ORIGIN.reset(token)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -661,46 +727,4 @@ def load_config(
         parsed = _with_absolute_paths(parsed, Path.cwd())
         table = _merge(table, parsed, replace=False)
         origins.update(dict.fromkeys(_leaf_keys(parsed), "--set"))
-    with _origins(origins):
-        return _build(table)
-
-
-# --- a small TOML writer: tables of scalars, lists and inline tables -----------------------
-
-
-def _toml_key(key: str) -> str:
-    bare = key and all(c.isalnum() or c in "_-" for c in key) and key.isascii()
-    return key if bare else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
-    if isinstance(value, Mapping):
-        items = [
-            f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items() if v is not None
-        ]
-        return "{ " + ", ".join(items) + " }" if items else "{}"
-    raise TypeError(message("TOML value", "be a number, string, bool, list or table", repr(value)))
-
-
-def dump_toml(table: Mapping[str, Mapping[str, Any]]) -> str:
-    """Write ``{section: {key: value}}`` as TOML; None values are left out (TOML has no null)."""
-    blocks = []
-    for section, values in table.items():
-        lines = [f"[{_toml_key(section)}]"]
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"
+    return _build(table, origins)

@@ -5,7 +5,8 @@ Every data set yields ``{"image": (C, H, W) float in [0, 1], "mask": (H, W) int6
 (plus ``"instances"`` and ``"weight"`` for instance data); see :mod:`pixelwise.data.datasets`.
 """
 
-from pixelwise.data.build import LAYOUTS, DataConfig, build_datasets
+from pixelwise.config import LAYOUTS, DataConfig
+from pixelwise.data.build import build_datasets
 from pixelwise.data.checks import DataSummary, check_dataset, class_frequencies, iter_masks
 from pixelwise.data.datasets import (
     CAMVID_ENCODING,

@@ -4,7 +4,7 @@ A ``[data]`` table of a run's TOML file, e.g.::
 
     [data]
     layout = "folders"            # "folders" | "camvid" | "instances" | "tiff" | "synthetic"
-    root = "../shared/data/isbi2012"
+    root = "../../shared/data/isbi2012"   # relative to the TOML file's folder
     encoding = { kind = "values", value_map = { "0" = 0, "255" = 1 } }
     crop_size = 256
     hflip = true
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from pixelwise._checks import check_choice, did_you_mean, message
+from pixelwise._checks import check_choice, message
+from pixelwise.config import LAYOUTS, DataConfig
 from pixelwise.data.datasets import (
     CAMVID_ENCODING,
     CamVidDataset,
@@ -43,7 +44,6 @@ from pixelwise.data.encoding import MaskEncoding
 from pixelwise.data.splits import split_dataset
 from pixelwise.data.synthetic import SyntheticNuclei
 
-LAYOUTS = ("folders", "camvid", "instances", "tiff", "synthetic")
 # The layouts of data on disk (synthetic data is generated).
 FOLDER_LAYOUTS = tuple(layout for layout in LAYOUTS if layout != "synthetic")
 CAMVID_EVAL_SPLITS = ("val", "train", "test")
@@ -55,88 +55,6 @@ DEFAULT_NAMES = {
     "instances": ("images", "instances"),
     "tiff": ("train-volume.tif", "train-labels.tif"),
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Where the data is, how its masks are encoded, how to split and augment it.
-
-    Attributes:
-        layout: ``"folders"``, ``"camvid"``, ``"instances"``, ``"tiff"`` or ``"synthetic"``.
-        root: The data set folder (not used by ``synthetic``).
-        encoding: A :meth:`MaskEncoding.from_config` table; required for folders and tiff.
-        images: Image folder (or TIFF file) under ``root``; for camvid the training split.
-        masks: Mask folder (or label TIFF) under ``root``; for camvid the validation split.
-        channels: Channels every image must have; None accepts any.
-        crop_size: Training crop (int or (h, w)); None keeps the image size.
-        scale: Random scale range, e.g. (0.75, 1.25).
-        hflip, vflip, rot90: Random flips and 90° rotations.
-        elastic_std: Elastic deformation strength, pixels (0: off; the U-Net paper: 10).
-        val_fraction: Share of samples that validate (not camvid, which has a val split).
-        shuffle_split: Draw the validation samples by ``seed``; False takes the last ones.
-        manifest: CSV under ``root`` for a split stratified by its ``group`` column.
-        seed: Seed of the split and of the synthetic images.
-        weights: Add U-Net weight maps (instances, synthetic).
-        weight_map_background: Folders: add the U-Net weight map, its objects the connected
-            components of the classes other than this one (EM membranes: 0); None: none.
-        num_train, num_val, image_size: The synthetic data set's size.
-        class_names: One name per class (folders, tiff); default ``classes.txt`` under
-            ``root`` when present, else ``class_0 …``.
-    """
-
-    layout: str = "synthetic"
-    root: str | None = None
-    encoding: Mapping[str, object] | MaskEncoding | None = None
-    images: str | None = None
-    masks: str | None = None
-    channels: int | None = None
-    crop_size: int | tuple[int, int] | None = None
-    scale: tuple[float, float] | None = None
-    hflip: bool = False
-    vflip: bool = False
-    rot90: bool = False
-    elastic_std: float = 0.0
-    val_fraction: float = 0.2
-    shuffle_split: bool = True
-    manifest: str | None = None
-    seed: int = 0
-    weights: bool = True
-    weight_map_background: int | None = None
-    num_train: int = 64
-    num_val: int = 16
-    image_size: int = 96
-    class_names: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        check_choice("data layout", self.layout, LAYOUTS)
-        if self.weight_map_background is not None and self.layout != "folders":
-            raise ValueError(
-                message(
-                    "data.weight_map_background",
-                    "go with layout 'folders'",
-                    f"layout '{self.layout}'",
-                    "instance layouts compute weight maps from their instances (weights = true)",
-                )
-            )
-        if self.layout != "synthetic" and self.root is None:
-            raise ValueError(
-                message(f"data root for layout '{self.layout}'", "be given", "nothing")
-            )
-
-    @classmethod
-    def from_mapping(cls, table: Mapping[str, object]) -> DataConfig:
-        """Build from a TOML table; unknown keys raise with a suggestion."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in table:
-            if key not in names:
-                raise ValueError(
-                    message("data key", "be known", repr(key), did_you_mean(key, names))
-                )
-        values = dict(table)
-        for key in ("crop_size", "scale", "class_names"):
-            if isinstance(values.get(key), list):
-                values[key] = tuple(values[key])
-        return cls(**values)
 
 
 def _encoding(config: DataConfig) -> MaskEncoding:

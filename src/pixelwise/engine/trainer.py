@@ -40,7 +40,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pixelwise._checks import message
 from pixelwise._files import write_text_atomic
-from pixelwise.config import RunConfig, dump_toml
+from pixelwise._toml import dump_toml
+from pixelwise.config import RunConfig
 from pixelwise.engine import distributed
 from pixelwise.engine.events import FitResult, Progress, emit, unvalidated_metrics
 from pixelwise.engine.loaders import eval_loader, single_group, train_loader
