@@ -288,8 +288,8 @@ def test_written_config_reads_back_to_the_same_data_from_its_own_folder(tmp_path
 
 
 def test_config_module_imports_no_data_models_or_torchvision():
-    """pixelwise.config on its own (the package's __init__ skipped) loads only _checks and
-    _toml of the package: the data sets, the models and torchvision stay unloaded until a command needs
+    """pixelwise.config on its own (the package's __init__ skipped) loads only _checks,
+    _metric_names and _toml of the package: the data sets, the models and torchvision stay unloaded until a command needs
     them. DataConfig lives here for that reason."""
     code = (
         "import sys, types\n"
@@ -302,7 +302,8 @@ def test_config_module_imports_no_data_models_or_torchvision():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines() == [
-        "['pixelwise', 'pixelwise._checks', 'pixelwise._toml', 'pixelwise.config']",
+        "['pixelwise', 'pixelwise._checks', 'pixelwise._metric_names', 'pixelwise._toml', "
+        "'pixelwise.config']",
         "False",
     ]
 

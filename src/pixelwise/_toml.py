@@ -47,3 +47,15 @@ def dump_toml(table: Mapping[str, Mapping[str, Any]]) -> str:
         lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if v is not None]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as one ``{"section.key": value}`` dict, in order."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -79,6 +79,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pixelwise._checks import check_choice, check_positive_int, did_you_mean, message
+from pixelwise._metric_names import SUMMARY_KEYS
 from pixelwise._toml import dump_toml
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "poly", "cosine")
 SCHEDULE_SPANS = ("iterations", "time")
 DEVICES = ("auto", "cpu", "cuda")
-METRICS = ("mean_iou", "pixel_accuracy", "mean_accuracy", "mean_dice", "frequency_weighted_iou")
+METRICS = SUMMARY_KEYS  # the scores train.metric may name
 NORMALISATIONS = ("dataset", "fixed", "none")
 
 # The built-in job: about a minute on two CPU cores (see the README for the measured numbers).

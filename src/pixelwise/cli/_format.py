@@ -6,14 +6,16 @@ import ast
 import json
 from collections.abc import Callable, Mapping, Sequence
 
-_MEANS = (
-    ("pixel accuracy", "pixel_accuracy"),
-    ("mean accuracy", "mean_accuracy"),
-    ("mean IoU", "mean_iou"),
-    ("frequency-weighted IoU", "frequency_weighted_iou"),
-    ("mean Dice", "mean_dice"),
-    ("boundary F1", "boundary_f1"),
-)
+from pixelwise._metric_names import SUMMARY_KEYS
+
+_LABELS = {
+    "pixel_accuracy": "pixel accuracy",
+    "mean_accuracy": "mean accuracy",
+    "mean_iou": "mean IoU",
+    "frequency_weighted_iou": "frequency-weighted IoU",
+    "mean_dice": "mean Dice",
+}
+_MEANS = (*((_LABELS[key], key) for key in SUMMARY_KEYS), ("boundary F1", "boundary_f1"))
 
 
 def message(what: str, expectation: str, actual: object, fix: str = "") -> str:
@@ -50,15 +52,9 @@ def count_parameters(model: object) -> int:
 
 def device(name: str) -> str:
     """``--device``: ``auto`` is CUDA when available; ``cuda`` without a GPU is refused."""
-    import torch  # at call time: start-up without torch
+    from pixelwise._device import resolve_device  # at call time: start-up without torch
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            message("--device", "name an available device", "'cuda' without a GPU", "use cpu")
-        )
-    return name
+    return str(resolve_device(name, what="--device"))
 
 
 def bar_progress(bar: object) -> Callable[[int, int], None]:
@@ -92,16 +88,6 @@ def without_nan(value: object) -> object:
     if isinstance(value, float) and value != value:
         return None
     return value
-
-
-def _flat(table: Mapping[str, object], prefix: str = "") -> list[tuple[str, object]]:
-    rows: list[tuple[str, object]] = []
-    for key, value in table.items():
-        if isinstance(value, Mapping):
-            rows += _flat(value, f"{prefix}{key}.")
-        else:
-            rows.append((f"{prefix}{key}", value))
-    return rows
 
 
 def config_text(config: Mapping[str, object]) -> str:

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 from pixelwise.cli._format import (
-    _flat,
     bar_progress,
     config_text,
     count_parameters,
@@ -101,7 +100,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from pixelwise.engine.checkpoint import load_model  # at call time: start-up without torch
+    from pixelwise._toml import flatten  # at call time: start-up without torch
+    from pixelwise.engine.checkpoint import load_model
 
     segmenter = load_model(args.checkpoint)
     checkpoint, meta = segmenter.checkpoint, segmenter.meta()
@@ -120,7 +120,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     for label, value in rows:
         print(f"{label.ljust(15)}{value}")
     print("metrics" + ("" if checkpoint.metrics else "        none"))
-    metrics = _flat(checkpoint.metrics)
+    metrics = list(flatten(checkpoint.metrics).items())
     width = max((len(key) for key, _ in metrics), default=0)
     for key, value in metrics:
         print(f"  {key.ljust(width)}  {score(value) if isinstance(value, float) else value}")

@@ -13,13 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-SUMMARY_KEYS = (
-    "pixel_accuracy",
-    "mean_accuracy",
-    "mean_iou",
-    "frequency_weighted_iou",
-    "mean_dice",
-)  # TEMP
+from pixelwise.metrics import SUMMARY_KEYS
 
 
 class Progress:

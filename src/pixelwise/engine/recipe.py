@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from pixelwise import _device
 from pixelwise._checks import message
 from pixelwise.config import RunConfig, TrainConfig
 from pixelwise.data import build_datasets, iter_masks
@@ -67,18 +68,13 @@ class RunParts:
 
 
 def resolve_device(name: str, ctx: distributed.DistContext | None = None) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; distributed CUDA runs use ``cuda:<local_rank>``."""
+    """``train.device`` on this machine (:func:`pixelwise._device.resolve_device`); a
+    distributed CUDA run uses ``cuda:<local_rank>``."""
     ctx = ctx or distributed.context()
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            message(
-                "device", "name an available device", "'cuda' without CUDA", "use 'auto' or 'cpu'"
-            )
-        )
-    use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
-    if not use_cuda:
-        return torch.device("cpu")
-    if ctx.enabled and ctx.local_rank >= torch.cuda.device_count():
+    device = _device.resolve_device(name, what="train.device")
+    if device.type != "cuda" or not ctx.enabled:
+        return device
+    if ctx.local_rank >= torch.cuda.device_count():
         raise ValueError(
             message(
                 "processes per machine",
@@ -87,7 +83,7 @@ def resolve_device(name: str, ctx: distributed.DistContext | None = None) -> tor
                 "start fewer processes, or train on CPU with train.device = 'cpu'",
             )
         )
-    return torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
+    return torch.device("cuda", ctx.local_rank)
 
 
 def image_statistics(dataset: Dataset, max_samples: int = STATS_SAMPLES) -> dict:

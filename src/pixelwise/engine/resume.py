@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pixelwise._checks import message
+from pixelwise._toml import flatten
 from pixelwise.config import RunConfig
 from pixelwise.engine.checkpoint import Checkpoint, load_checkpoint, plain, rebuild_args
 from pixelwise.engine.state import restore_rng_state
@@ -165,18 +166,6 @@ def check_resume(
                 f"e.g. --set train.time_limit_minutes={math.ceil(minutes) + 15}, or 0 for none",
             )
         )
-
-
-def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested tables as one ``{"section.key": value}`` dict."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def changed_keys(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:

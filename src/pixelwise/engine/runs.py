@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pixelwise._checks import message
 from pixelwise._files import write_text_atomic
+from pixelwise._metric_names import SUMMARY_KEYS
 
 
 def create_run_dir(out_dir: str | Path, run_dir: str | Path | None = None) -> Path:
@@ -93,9 +94,8 @@ def epoch_row(
         "train_loss": train_loss,
         "val_loss": metrics.get("loss", math.nan),
     }
-    for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou"):
+    for key in SUMMARY_KEYS:
         row[key] = metrics[key]
-    row["mean_dice"] = metrics["mean_dice"]
     for name, scores in metrics.get("classes", {}).items():
         row[f"iou_{name}"] = scores["iou"]
     for name, scores in metrics.get("classes", {}).items():

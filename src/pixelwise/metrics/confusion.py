@@ -29,18 +29,12 @@ from typing import ClassVar
 import torch
 
 from pixelwise._checks import check_num_classes_and_ignore, message
+from pixelwise._metric_names import SUMMARY_KEYS
 from pixelwise.metrics._labels import class_maps
 
 # The scalar scores summary() returns, in its order; each is also the name of the method that
 # computes it. The run's metrics.csv columns, the config's metric choices and the command
 # line's means read this one tuple.
-SUMMARY_KEYS = (
-    "pixel_accuracy",
-    "mean_accuracy",
-    "mean_iou",
-    "frequency_weighted_iou",
-    "mean_dice",
-)
 
 
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
