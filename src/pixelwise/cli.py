@@ -94,10 +94,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     if hasattr(model, "is_valid_input_size"):
         for axis, n in (("height", height), ("width", width)):
             if not model.is_valid_input_size(n):
-                lower, upper = model.valid_input_sizes_near(n)
-                print(
-                    f"{axis} {n} is not a valid input size for this network; nearest valid: {lower} or {upper}"
-                )
+                print(model.describe_input_size(n, axis))
                 return 2
     stages = trace_stages(
         model, (1, args.in_channels, height, width), receptive_fields=not args.no_receptive_field
@@ -115,11 +112,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
             f"output {model.output_size(height)}×{model.output_size(width)} for input {height}×{width}"
         )
         for axis, n in (("height", height), ("width", width)):
-            below, above = (
-                model.valid_input_sizes_near(n - 1)[0],
-                model.valid_input_sizes_near(n + 1)[1],
-            )
-            print(f"valid input {axis}s next to {n}: {below or '-'} and {above}")
+            print(model.describe_input_size(n, axis))
     return 0
 
 
