@@ -248,3 +248,19 @@ def test_valid_padding_trains_with_finite_gradients_and_evaluates_deterministica
 def test_options_are_checked(options, error, pattern):
     with pytest.raises(error, match=pattern):
         create_model("unet", num_classes=2, **options)
+
+
+def test_a_valid_size_is_called_valid_with_its_neighbours():
+    model = create_model("unet", num_classes=2, base_width=2, padding="valid")
+    assert model.describe_input_size(572, "height") == (
+        "height 572 is a valid input size; the valid heights next to it are 556 and 588"
+    )
+    assert model.describe_input_size(570, "width") == (
+        "width 570 is not a valid input size for this network; nearest valid: 556 or 572"
+    )
+    assert model.describe_input_size(10) == (
+        "size 10 is not a valid input size for this network; nearest valid: 188 (the smallest)"
+    )
+    assert model.describe_input_size(188) == (
+        "size 188 is a valid input size; the valid sizes next to it are - and 204"
+    )

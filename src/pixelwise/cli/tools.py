@@ -57,8 +57,7 @@ def _invalid_size(model: object, height: int, width: int) -> str | None:
         return None
     for axis, n in (("height", height), ("width", width)):
         if not model.is_valid_input_size(n):
-            lower, upper = model.valid_input_sizes_near(n)
-            return f"{axis} {n} is not a valid input size for this network; nearest valid: {lower} or {upper}"
+            return model.describe_input_size(n, axis)
     return None
 
 
@@ -94,14 +93,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
             f"output {model.output_size(height)}×{model.output_size(width)} for input {height}×{width}"
         )
         for axis, n in (("height", height), ("width", width)):
-            below, above = (
-                model.valid_input_sizes_near(n - 1)[0],
-                model.valid_input_sizes_near(n + 1)[1],
-            )
-            # n itself passed the check above: say so, then its neighbours.
-            print(
-                f"input {axis} {n} is valid; the valid {axis}s next to it: {below or '-'} and {above}"
-            )
+            print(model.describe_input_size(n, axis))
     return 0
 
 

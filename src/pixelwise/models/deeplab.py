@@ -16,6 +16,7 @@ hence ``size_divisor = 1``; :func:`upsample_to_input` uses that alignment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -265,51 +266,60 @@ class DeepLabV3(nn.Module):
         return upsample_to_input(logits, x.shape[-2:], self.output_stride)  # (N, K, H, W)
 
 
-@register_model(
+def _deeplab_builder(
+    name: str, backbone: str, aspp_channels: int, doc: str
+) -> Callable[..., nn.Module]:
+    """The registry builder of one DeepLabv3 size: the sizes differ only in their defaults.
+
+    The builder's signature is explicit (the defaults are this size's), so the registry's
+    ``inspect`` checks and ``pixelwise models`` see its options and defaults.
+    """
+    default_backbone, default_aspp = backbone, aspp_channels
+
+    def build(
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        backbone: str = default_backbone,
+        output_stride: int = 16,
+        aspp_channels: int = default_aspp,
+        backbone_weights: str | None = None,
+    ) -> nn.Module:
+        return DeepLabV3(
+            num_classes,
+            in_channels,
+            backbone=backbone,
+            output_stride=output_stride,
+            aspp_channels=aspp_channels,
+            backbone_weights=backbone_weights,
+        )
+
+    build.__name__ = build.__qualname__ = f"build_{name}"
+    build.__doc__ = doc
+    return build
+
+
+build_deeplabv3 = register_model(
     "deeplabv3",
     summary="DeepLabv3: dilated ResNet (output stride 8/16) with ASPP and image pooling",
     paper="https://arxiv.org/abs/1706.05587",
-)
-def build_deeplabv3(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    aspp_channels: int = 256,
-    backbone_weights: str | None = None,
-) -> nn.Module:
-    """Build :class:`DeepLabV3` at the paper's settings (ResNet-50, output stride 16, 256)."""
-    return DeepLabV3(
-        num_classes,
-        in_channels,
-        backbone=backbone,
-        output_stride=output_stride,
-        aspp_channels=aspp_channels,
-        backbone_weights=backbone_weights,
+)(
+    _deeplab_builder(
+        "deeplabv3",
+        "resnet50",
+        256,
+        "Build :class:`DeepLabV3` at the paper's settings (ResNet-50, output stride 16, 256).",
     )
-
-
-@register_model(
+)
+build_deeplabv3_small = register_model(
     "deeplabv3_small",
     summary="DeepLabv3 sized for CPU training: ResNet-18, output stride 16, 128-channel ASPP",
     paper="https://arxiv.org/abs/1706.05587",
-)
-def build_deeplabv3_small(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "resnet18",
-    output_stride: int = 16,
-    aspp_channels: int = 128,
-    backbone_weights: str | None = None,
-) -> nn.Module:
-    """Build :class:`DeepLabV3` with ResNet-18 and a 128-channel ASPP (about 13 M parameters)."""
-    return DeepLabV3(
-        num_classes,
-        in_channels,
-        backbone=backbone,
-        output_stride=output_stride,
-        aspp_channels=aspp_channels,
-        backbone_weights=backbone_weights,
+)(
+    _deeplab_builder(
+        "deeplabv3_small",
+        "resnet18",
+        128,
+        "Build :class:`DeepLabV3` with ResNet-18 and a 128-channel ASPP (about 13 M parameters).",
     )
+)

@@ -18,6 +18,7 @@ paper's pool5 is 22×22 and fc7 16×16).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -298,95 +299,53 @@ def _zero_conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
     return conv
 
 
-def _build(
-    cls: type[FCN],
-    *,
-    num_classes: int,
-    in_channels: int,
-    width: float,
-    encoder_weights: str | Path | None,
-    learn_final_upsample: bool,
-) -> FCN:
-    if encoder_weights is not None:  # fail before building 134M parameters
-        check_torchvision_layout(check_width(width), in_channels, architecture="vgg16")
-    model = cls(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        learn_final_upsample=learn_final_upsample,
+def _fcn_builder(cls: type[FCN], name: str) -> Callable[..., FCN]:
+    """The registry builder of one FCN variant: they differ only in the class they build.
+
+    The builder's signature is explicit, so the registry's ``inspect`` checks and
+    ``pixelwise models`` see its options and defaults.
+    """
+
+    def build(
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        width: float = 1.0,
+        encoder_weights: str | None = None,
+        learn_final_upsample: bool = False,
+    ) -> FCN:
+        if encoder_weights is not None:  # fail before building 134M parameters
+            check_torchvision_layout(check_width(width), in_channels, architecture="vgg16")
+        model = cls(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            width=width,
+            learn_final_upsample=learn_final_upsample,
+        )
+        if encoder_weights is not None:
+            model.load_vgg16(encoder_weights)
+        return model
+
+    build.__name__ = build.__qualname__ = f"build_{cls.__name__.lower()}"
+    build.__doc__ = (
+        f"{name} (see :class:`{cls.__name__}`); ``encoder_weights`` is a local torchvision "
+        "vgg16 file."
     )
-    if encoder_weights is not None:
-        model.load_vgg16(encoder_weights)
-    return model
+    return build
 
 
-@register_model(
+build_fcn32s = register_model(
     "fcn32s",
     summary="FCN-32s: VGG16 made fully convolutional, scores upsampled ×32 (Long et al. 2015)",
     paper=PAPER,
-)
-def build_fcn32s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: float = 1.0,
-    encoder_weights: str | None = None,
-    learn_final_upsample: bool = False,
-) -> FCN:
-    """FCN-32s (see :class:`FCN32s`); ``encoder_weights`` is a local torchvision vgg16 file."""
-    return _build(
-        FCN32s,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        encoder_weights=encoder_weights,
-        learn_final_upsample=learn_final_upsample,
-    )
-
-
-@register_model(
+)(_fcn_builder(FCN32s, "FCN-32s"))
+build_fcn16s = register_model(
     "fcn16s",
     summary="FCN-16s: FCN-32s plus a pool4 skip, ×2 then ×16 (Long et al. 2015)",
     paper=PAPER,
-)
-def build_fcn16s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: float = 1.0,
-    encoder_weights: str | None = None,
-    learn_final_upsample: bool = False,
-) -> FCN:
-    """FCN-16s (see :class:`FCN16s`); ``encoder_weights`` is a local torchvision vgg16 file."""
-    return _build(
-        FCN16s,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        encoder_weights=encoder_weights,
-        learn_final_upsample=learn_final_upsample,
-    )
-
-
-@register_model(
+)(_fcn_builder(FCN16s, "FCN-16s"))
+build_fcn8s = register_model(
     "fcn8s",
     summary="FCN-8s: FCN-16s plus a pool3 skip, ×2, ×2 then ×8 (Long et al. 2015)",
     paper=PAPER,
-)
-def build_fcn8s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    width: float = 1.0,
-    encoder_weights: str | None = None,
-    learn_final_upsample: bool = False,
-) -> FCN:
-    """FCN-8s (see :class:`FCN8s`); ``encoder_weights`` is a local torchvision vgg16 file."""
-    return _build(
-        FCN8s,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        encoder_weights=encoder_weights,
-        learn_final_upsample=learn_final_upsample,
-    )
+)(_fcn_builder(FCN8s, "FCN-8s"))

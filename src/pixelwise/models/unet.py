@@ -234,6 +234,27 @@ class UNet(nn.Module):
         :func:`unet_valid_sizes_near`)."""
         return unet_valid_sizes_near(input_size, depth=self.depth, padding=self.padding)
 
+    def describe_input_size(self, input_size: int, axis: str = "size") -> str:
+        """One line on ``input_size`` along ``axis``: whether it is valid, and its neighbours.
+
+        A valid size is called valid, with the valid sizes just below and above it; an
+        invalid one gets the nearest valid sizes, e.g. ``"height 570 is not a valid input size
+        for this network; nearest valid: 556 or 572"``.
+        """
+        if not self.is_valid_input_size(input_size):
+            lower, upper = self.valid_input_sizes_near(input_size)
+            nearest = f"{lower} or {upper}" if lower is not None else f"{upper} (the smallest)"
+            return (
+                f"{axis} {input_size} is not a valid input size for this network; "
+                f"nearest valid: {nearest}"
+            )
+        below = self.valid_input_sizes_near(input_size - 1)[0] if input_size > 1 else None
+        above = self.valid_input_sizes_near(input_size + 1)[1]
+        return (
+            f"{axis} {input_size} is a valid input size; "
+            f"the valid {axis}s next to it are {below or '-'} and {above}"
+        )
+
     def _size_error(self, what: str, size: int) -> str:
         lower, upper = self.valid_input_sizes_near(size)
         nearest = f"{lower} or {upper}" if lower is not None else f"{upper} (the smallest)"
