@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pixelwise._checks import check_choice, check_positive_int, message
+from pixelwise._checks import check_choice, check_images, check_positive_int, message
 from pixelwise.inference._model import (
     eval_mode,
     model_device,
@@ -68,6 +68,7 @@ from pixelwise.inference._model import (
 )
 from pixelwise.inference.optimize import optimize_for_inference
 from pixelwise.inference.tta import augmented_logits, check_transforms
+from pixelwise.nn.padding import mirror_indices
 
 Progress = Callable[[int, int], None]
 BLENDS = ("gaussian", "constant")
@@ -239,24 +240,6 @@ def plan_tiles(
     return TilePlan("blend", height, width, rows, cols)
 
 
-def mirror_indices(start: int, length: int, size: int) -> torch.Tensor:
-    """Indices of ``range(start, start + length)`` reflected into ``[0, size)``.
-
-    The reflection of ``numpy.pad(mode="reflect")`` and
-    :func:`pixelwise.nn.padding.mirror_pad`, repeated as often as needed (period
-    ``2·(size − 1)``); an axis of one pixel repeats it.
-
-    Shape:
-        returns (length,) int64.
-    """
-    idx = torch.arange(start, start + length)
-    if size == 1:
-        return torch.zeros_like(idx)
-    period = 2 * (size - 1)
-    idx = idx.remainder(period)
-    return torch.where(idx >= size, period - idx, idx)
-
-
 def _inside(tile: AxisTile, size: int) -> bool:
     return tile.start >= 0 and tile.start + tile.length <= size
 
@@ -284,32 +267,7 @@ def extract_tile(image: torch.Tensor, row: AxisTile, col: AxisTile) -> torch.Ten
 
 
 def _check_image(image: object, model: nn.Module) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(
-            message("image", "be a torch.Tensor of shape (C, H, W)", type(image).__name__)
-        )
-    if image.dim() != 3:
-        fix = "predict one image at a time: image[0]" if image.dim() == 4 else "pass (C, H, W)"
-        raise ValueError(
-            message("image", "have 3 dimensions (C, H, W)", f"shape {tuple(image.shape)}", fix)
-        )
-    if not image.is_floating_point():
-        raise TypeError(
-            message(
-                "image", "be a floating-point tensor", image.dtype, "convert with image.float()"
-            )
-        )
-    channels = model_in_channels(model)
-    if channels is not None and image.shape[0] != channels:
-        raise ValueError(
-            message(
-                "image",
-                f"have {channels} channels (the model's in_channels)",
-                f"{image.shape[0]} channels in shape {tuple(image.shape)}",
-                "convert the image to the model's channels",
-            )
-        )
-    return image
+    return check_images(image, model_in_channels(model), "image", ndim=3)
 
 
 def _accumulate(out: torch.Tensor, logits: torch.Tensor, row: AxisTile, col: AxisTile) -> None:
