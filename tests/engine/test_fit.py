@@ -101,6 +101,18 @@ def test_a_user_network_is_refused_by_load_model_without_the_module(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_info_describes_a_user_network_checkpoint(tmp_path, capsys):
+    result = pixelwise.fit(
+        TinyNet(), TwoBlobs(4, seed=1), epochs=1, device="cpu", out_dir=tmp_path, overlays=0
+    )
+    assert main(["info", str(result.last_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[1:] == [f"{__name__}.TinyNet", "(not", "in", "the", "registry)"]
+    weights = sum(p.numel() for p in TinyNet().parameters())
+    assert f"parameters     {weights:,} (in the saved weights)" in lines
+    assert "classes        2: background, square" in lines
+
+
 class Stop(Exception):
     """Stands for the run being killed after an epoch's checkpoint."""
 

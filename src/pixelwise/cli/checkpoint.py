@@ -99,20 +99,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parameters(checkpoint: object) -> str:
+    """The parameter count: of the rebuilt model when the registry can rebuild it, else of the
+    saved weights (buffers such as batch-norm statistics left out by name)."""
+    from pixelwise.engine.checkpoint import build_model  # at call time: start-up without torch
+
+    if checkpoint.model_name is not None:
+        return f"{count_parameters(build_model(checkpoint)):,}"
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    weights = checkpoint.state_dict.items()
+    count = sum(v.numel() for k, v in weights if not k.endswith(buffers))
+    return f"{count:,} (in the saved weights)"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from pixelwise._toml import flatten  # at call time: start-up without torch
-    from pixelwise.engine.checkpoint import load_model
+    from pixelwise.engine.checkpoint import load_checkpoint
 
-    segmenter = load_model(args.checkpoint)
-    checkpoint, meta = segmenter.checkpoint, segmenter.meta()
-    norm = meta["normalisation"]
+    checkpoint = load_checkpoint(args.checkpoint)
+    norm = checkpoint.normalisation
+    model = checkpoint.model_name or f"{checkpoint.model_class} (not in the registry)"
     rows = (
         ("checkpoint", args.checkpoint),
-        ("model", checkpoint.model_name),
-        ("model args", ", ".join(f"{k}={v!r}" for k, v in meta["model_args"].items())),
-        ("parameters", f"{count_parameters(segmenter):,}"),
-        ("classes", f"{meta['num_classes']}: " + ", ".join(meta["class_names"])),
-        ("ignore_index", meta["ignore_index"]),
+        ("model", model),
+        ("model args", ", ".join(f"{k}={v!r}" for k, v in checkpoint.model_args.items())),
+        ("parameters", _parameters(checkpoint)),
+        ("classes", f"{checkpoint.num_classes}: " + ", ".join(checkpoint.class_names)),
+        ("ignore_index", checkpoint.ignore_index),
         ("normalisation", f"mean {norm['mean']}, std {norm['std']}" if norm else "none"),
         ("epoch", checkpoint.epoch),
         ("training state", "saved (resumable)" if checkpoint.training else "none"),
