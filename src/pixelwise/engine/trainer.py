@@ -202,11 +202,9 @@ class Trainer:
         }
 
     def _meta(self) -> dict[str, Any]:
-        task = self.task
-        names, index = task.class_names, task.ignore_index
         return {
-            "class_names": names,
-            "ignore_index": index,
+            "class_names": self.task.class_names,
+            "ignore_index": self.task.ignore_index,
             "normalisation": self.normalisation,
             "config": self.record,
         }
