@@ -58,7 +58,7 @@ class RunParts:
     model: nn.Module
     train_set: Dataset
     val_set: Dataset | None
-    loss: SegmentationLoss
+    loss: SegmentationLoss | Callable[..., torch.Tensor]
     class_names: tuple[str, ...]
     ignore_index: int
     normalisation: dict
