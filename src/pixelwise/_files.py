@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,3 +61,51 @@ def save_png_atomic(path: str | Path, array: np.ndarray) -> Path:
     from PIL import Image
 
     return atomic_write(path, lambda stream: Image.fromarray(array).save(stream, format="PNG"))
+
+
+def check_output(
+    path: str | Path,
+    inputs: Iterable[str | Path],
+    *,
+    overwrite: bool = False,
+    kind: str = "input",
+    fix: str = "choose another output path",
+    elsewhere: str = "choose another output folder",
+) -> Path:
+    """Refuse an output path that is one of a command's inputs (with ``overwrite`` or not), or
+    that exists already without ``overwrite``; returns ``path``. No command writes over what
+    it reads.
+
+    Args:
+        kind: What the inputs are, for the message (``"input image"``, ``"input checkpoint"``).
+        fix: How to avoid the input, for the message; ``elsewhere`` how to avoid an
+            existing file.
+
+    Raises:
+        ValueError: ``path`` names an input file (also through a link).
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    from pixelwise._checks import message  # _checks loads torch; this module does not
+
+    path = Path(path)
+    for item in map(Path, inputs):
+        same = item.exists() and path.exists() and os.path.samefile(item, path)
+        if same or path.resolve() == item.resolve():
+            raise ValueError(
+                message(
+                    f"output {path}",
+                    f"not overwrite an {kind}",
+                    "an input file of that name",
+                    fix,
+                )
+            )
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            message(
+                f"output {path}",
+                "not exist already",
+                "an existing file",
+                f"pass --overwrite to replace it, or {elsewhere}",
+            )
+        )
+    return path

@@ -217,3 +217,19 @@ def test_cli_reports_a_missing_onnx_in_one_line(checkpoint, monkeypatch, capsys)
     err = capsys.readouterr().err
     assert err.startswith("pixelwise: error: ONNX export must have the onnx package installed")
     assert "install pixelwise[export]" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("out", ["tiny.pt", "tiny.safetensors"])
+def test_cli_never_writes_over_the_checkpoint_it_reads(checkpoint, out, capsys):
+    target = checkpoint.parent / out
+    if not target.exists():
+        target.write_bytes(b"the trained weights")
+    before = target.read_bytes()
+    argv = ["export", str(checkpoint), "--out", str(target), "--format", "torchscript"]
+    assert main([*argv, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"pixelwise: error: output {target} must not overwrite an input checkpoint, got an "
+        "input file of that name; choose another --out\n"
+    )
+    assert target.read_bytes() == before

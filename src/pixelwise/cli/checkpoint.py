@@ -144,11 +144,21 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     # At call time: start-up without torch.
+    from pixelwise._files import check_output
     from pixelwise.engine.checkpoint import load_model
     from pixelwise.inference.export import SUFFIXES, export_model
 
     source = Path(args.checkpoint)
     out = Path(args.out) if args.out else source.with_suffix(SUFFIXES[args.format])
+    # The checkpoint and its .pt / .safetensors twin are inputs: never written over.
+    check_output(
+        out,
+        [source, source.with_suffix(".pt"), source.with_suffix(".safetensors")],
+        overwrite=args.overwrite,
+        kind="input checkpoint",
+        fix="choose another --out",
+        elsewhere="choose another --out",
+    )
     segmenter = load_model(source)
     try:
         exported = export_model(

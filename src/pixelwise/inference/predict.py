@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from pixelwise._checks import check_images, message
-from pixelwise._files import save_png_atomic
+from pixelwise._files import check_output, save_png_atomic
 from pixelwise.data._io import read_image
 from pixelwise.data.datasets import list_images
 from pixelwise.inference._model import (
@@ -154,29 +154,17 @@ def plan_outputs(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(message(f"output folder {out_dir}", "be a folder", "a file"))
-    inputs = {p.resolve() for p in images}
     plan = []
     for image in images:
         paths = prediction_paths(image, out_dir)
         for path in paths.values():
-            if path.resolve() in inputs:
-                raise ValueError(
-                    message(
-                        f"output {path}",
-                        "not overwrite an input image",
-                        "an input file of that name",
-                        "choose an output folder other than the images' folder",
-                    )
-                )
-            if path.exists() and not overwrite:
-                raise FileExistsError(
-                    message(
-                        f"output {path}",
-                        "not exist already",
-                        "an existing file",
-                        "pass --overwrite to replace it, or choose another output folder",
-                    )
-                )
+            check_output(
+                path,
+                images,
+                overwrite=overwrite,
+                kind="input image",
+                fix="choose an output folder other than the images' folder",
+            )
         plan.append((Path(image), paths))
     return plan
 
