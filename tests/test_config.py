@@ -317,3 +317,16 @@ def test_bad_values_name_their_origin_without_hidden_state(tmp_path):
     with pytest.raises(ValueError) as info:
         load_config(path)
     assert str(info.value).startswith(f"model.options.depht ({path}) must name an option of model")
+
+
+def test_a_data_path_with_the_built_in_data_is_refused_not_ignored(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as info:
+        load_config(None, ["data.root=mydata"])
+    assert str(info.value) == (
+        "data.root must go with a layout that reads files (folders, camvid, instances, tiff), "
+        f"got layout 'synthetic' (the built-in data) and root = '{tmp_path / 'mydata'}'; set "
+        "data.layout too, e.g. --set data.layout=folders, or leave the path out (in --set)"
+    )
+    with pytest.raises(ValueError, match="^data.images must go with a layout that reads files"):
+        load_config(None, ["data.images=imgs"])

@@ -250,6 +250,22 @@ class DataConfig:
             raise ValueError(
                 message(f"data root for layout '{self.layout}'", "be given", "nothing")
             )
+        self._check_synthetic_reads_no_files()
+
+    def _check_synthetic_reads_no_files(self) -> None:
+        """Built-in data reads no files: a data path with it would be ignored without a word."""
+        if self.layout != "synthetic":
+            return
+        given = [k for k in ("root", "images", "masks", "manifest") if getattr(self, k) is not None]
+        if given:
+            raise ValueError(
+                message(
+                    f"data.{given[0]}",
+                    "go with a layout that reads files (folders, camvid, instances, tiff)",
+                    f"layout 'synthetic' (the built-in data) and {given[0]} = {getattr(self, given[0])!r}",
+                    "set data.layout too, e.g. --set data.layout=folders, or leave the path out",
+                )
+            )
 
     @classmethod
     def from_mapping(cls, table: Mapping[str, object]) -> DataConfig:
