@@ -328,5 +328,5 @@ def test_a_data_path_with_the_built_in_data_is_refused_not_ignored(tmp_path, mon
         f"got layout 'synthetic' (the built-in data) and root = '{tmp_path / 'mydata'}'; set "
         "data.layout too, e.g. --set data.layout=folders, or leave the path out (in --set)"
     )
-    with pytest.raises(ValueError, match="^data.images must go with a layout that reads files"):
+    with pytest.raises(ValueError, match=r"^data\.images must go with a layout that reads files"):
         load_config(None, ["data.images=imgs"])
