@@ -14,6 +14,7 @@ from pixelwise.config import load_config
 from pixelwise.engine.checkpoint import load_checkpoint, load_model
 from pixelwise.engine.loaders import collate_groups
 from pixelwise.engine.recipe import image_statistics
+from pixelwise.engine.saver import CheckpointSaver
 from pixelwise.engine.schedule import schedule_factor
 from pixelwise.engine.task import center_crop
 from pixelwise.engine.trainer import Trainer
@@ -209,3 +210,27 @@ def test_collate_groups_by_size_and_center_crop():
     assert set(groups[0]) == {"image", "mask"}
     x = torch.arange(35).reshape(5, 7)
     assert torch.equal(center_crop(x, (3, 3)), x[1:4, 2:5])
+
+
+def test_a_resumed_run_folder_has_the_best_checkpoint_so_far(tiny_config):
+    first = Trainer(tiny_config("train.epochs=2", "train.overlays=0")).fit()
+    config = tiny_config("train.epochs=3", "train.overlays=0")
+    resumed = Trainer(config).fit(resume=first.last_path)
+    best = load_checkpoint(resumed.run_dir / "best.pt")
+    assert best.epoch == resumed.best_epoch
+    assert (resumed.run_dir / "best.safetensors").is_file()
+
+
+def test_the_saver_adopts_the_earlier_best_only_when_it_is_the_best_so_far(tiny_config, tmp_path):
+    run = Trainer(tiny_config("train.epochs=1", "train.overlays=0")).fit()
+    best = load_checkpoint(run.best_path)
+    new = tmp_path / "resumed"
+    new.mkdir()
+    saver = CheckpointSaver(new, dict)
+    assert not saver.adopt_best(run.last_path, best.epoch + 1)  # a later best: not this file
+    assert not (new / "best.pt").exists()
+    assert saver.adopt_best(run.last_path, best.epoch)
+    assert (new / "best.pt").read_bytes() == run.best_path.read_bytes()
+    assert (new / "best.safetensors").read_bytes() == (
+        run.best_path.with_suffix(".safetensors").read_bytes()
+    )

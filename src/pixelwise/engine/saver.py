@@ -8,13 +8,15 @@ same result.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from pixelwise.engine.checkpoint import save_checkpoint
+from pixelwise._files import atomic_write
+from pixelwise.engine.checkpoint import load_checkpoint, save_checkpoint
 from pixelwise.engine.resume import EpochPosition
 
 logger = logging.getLogger(__name__)
@@ -68,8 +70,28 @@ class CheckpointSaver:
             return
         fields = {"epoch": epoch, "metrics": metrics, "training": training}
         self._save(self.last_path, model, **fields)
-        if improved:
+        if improved or not self.best_path.exists():
             self._save(self.best_path, model, **fields)
+
+    def adopt_best(self, checkpoint: str | Path, best_epoch: int) -> bool:
+        """Copy the ``best.pt`` (and its ``.safetensors``) beside a resumed ``checkpoint`` into
+        this run folder when it is the run's best so far (its epoch is ``best_epoch``), so
+        that the resumed run's folder has a ``best.pt`` from the start. Returns whether it did;
+        without one, the resumed run's first validation writes ``best.pt``."""
+        source = Path(checkpoint).with_name("best.pt")
+        if not self.writes or not source.is_file():
+            return False
+        if load_checkpoint(source).epoch != best_epoch:
+            return False
+        for suffix in (".pt", ".safetensors"):
+            origin = source.with_suffix(suffix)
+            if origin.is_file():
+                with origin.open("rb") as stream:
+                    atomic_write(
+                        self.best_path.with_suffix(suffix),
+                        lambda out, stream=stream: shutil.copyfileobj(stream, out),
+                    )
+        return True
 
     def save_snapshot(
         self,

@@ -173,6 +173,8 @@ class Trainer:
                 self._resume(resume)
             self.run_dir = self._create_run_dir()
             self.saver = CheckpointSaver(self.run_dir, self._meta, writes=self.dist.is_main)
+            if resume is not None:
+                self.saver.adopt_best(resume, int(self.state.best["epoch"]))
             if self.dist.is_main:
                 write_text_atomic(self.run_dir / "config.toml", dump_toml(self.record))
                 emit(self.progress, "run_start", self._start_info())
