@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+TEMP_SUFFIX = ".tmp"
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -22,7 +25,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's process id in the name: a file left by a killed process can be told apart.
+    fd, temp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as stream:
             write(stream)
@@ -33,6 +39,38 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path, *, older_than: float = 3600.0) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` left in ``folder`` when its
+    process was killed mid-write; returns them.
+
+    A temporary file names its writer's process id: it is stale when that process is gone.
+    One without a process id (written by an earlier version) is stale when it has not changed
+    for ``older_than`` seconds.
+    """
+    removed = []
+    for temp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        parts = temp.name.split(".")
+        pid = parts[-3] if len(parts) >= 5 else ""
+        if pid.isdigit():
+            stale = not _alive(int(pid))
+        else:
+            stale = time.time() - temp.stat().st_mtime > older_than
+        if stale and temp.is_file():
+            temp.unlink(missing_ok=True)
+            removed.append(temp)
+    return removed
 
 
 def _umask() -> int:

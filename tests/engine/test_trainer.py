@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -234,3 +236,18 @@ def test_the_saver_adopts_the_earlier_best_only_when_it_is_the_best_so_far(tiny_
     assert (new / "best.safetensors").read_bytes() == (
         run.best_path.with_suffix(".safetensors").read_bytes()
     )
+
+
+def test_killed_saves_leave_no_temporaries_once_the_run_folder_is_used_again(tiny_config):
+    run = Trainer(tiny_config("train.epochs=1", "train.overlays=0")).fit()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    leftover = run.run_dir / f".last.pt.{int(gone.stdout)}.k1ll3d00.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    Trainer(tiny_config("train.epochs=2", "train.overlays=0")).fit(resume=run.last_path)
+    assert not leftover.exists()
+    assert (run.run_dir / "last.pt").is_file()

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pixelwise._checks import message
-from pixelwise._files import write_text_atomic
+from pixelwise._files import remove_stale_temporaries, write_text_atomic
 from pixelwise._metric_names import SUMMARY_KEYS
 
 
@@ -26,6 +26,9 @@ def create_run_dir(out_dir: str | Path, run_dir: str | Path | None = None) -> Pa
     Args:
         out_dir: Parent of timestamped run folders (created if missing).
         run_dir: An explicit folder instead; it must not exist yet, or be empty.
+
+    The earlier run folders under ``out_dir`` lose the temporary files that runs killed
+    mid-save left behind (:func:`pixelwise._files.remove_stale_temporaries`).
 
     Raises:
         FileExistsError: ``run_dir`` exists and holds files.
@@ -45,6 +48,9 @@ def create_run_dir(out_dir: str | Path, run_dir: str | Path | None = None) -> Pa
         return run_dir
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for earlier in out_dir.iterdir():  # what killed runs left half-written
+        if earlier.is_dir():
+            remove_stale_temporaries(earlier)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1, 10_000):
         candidate = out_dir / (stamp if n == 1 else f"{stamp}-{n}")

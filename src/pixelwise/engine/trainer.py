@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pixelwise._checks import message
-from pixelwise._files import write_text_atomic
+from pixelwise._files import remove_stale_temporaries, write_text_atomic
 from pixelwise._toml import dump_toml
 from pixelwise.config import RunConfig
 from pixelwise.engine import distributed
@@ -417,6 +417,8 @@ class Trainer:
 
     def _resume(self, path: str | Path) -> None:
         train = self.config.train
+        if self.dist.is_main:
+            remove_stale_temporaries(Path(path).parent)  # the killed run's half-written saves
         checkpoint = load_resumable(
             path, self.model, epochs=train.epochs, time_limit_minutes=train.time_limit_minutes
         )
