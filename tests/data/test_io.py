@@ -7,7 +7,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from pixelwise.data._io import read_labels
+from pixelwise.data._io import read_image, read_labels, read_mask
+from pixelwise.data.encoding import MaskEncoding
 
 
 def test_reads_16_bit_palette_and_tiff_labels_as_int64(tmp_path):
@@ -43,4 +44,29 @@ def test_refuses_colour_lossy_negative_and_missing_files(tmp_path):
         read_labels(tmp_path / "none.png")
     assert str(info.value) == (
         f"instance image {tmp_path / 'none.png'} must exist, got no such file; check the path"
+    )
+
+
+def _with_orientation(array: np.ndarray, path, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(array).save(path, exif=exif)
+
+
+def test_an_image_is_read_as_viewers_show_it_exif_orientation_applied(tmp_path):
+    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3) * 2
+    _with_orientation(pixels, tmp_path / "turned.png", 6)  # 6: rotate 90° clockwise to view
+    image = read_image(tmp_path / "turned.png", channels=3)  # (H, W, C)
+    expected = np.rot90(pixels, k=-1).astype(np.float32) / 255  # (6, 4, 3), clockwise
+    assert image.shape == (6, 4, 3)
+    np.testing.assert_allclose(image, expected)
+
+
+def test_a_mask_with_an_orientation_tag_is_refused(tmp_path):
+    _with_orientation(np.zeros((4, 6), np.uint8), tmp_path / "mask.png", 8)
+    with pytest.raises(ValueError) as info:
+        read_mask(tmp_path / "mask.png", MaskEncoding.index(2))
+    assert str(info.value) == (
+        f"mask {tmp_path / 'mask.png'} must be stored upright (EXIF orientation 1), got EXIF "
+        "orientation 8; save the mask again without the orientation tag"
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pixelwise._checks import check_label_image, message
 
@@ -83,6 +83,29 @@ def open_pil(path: Path, what: str) -> Image.Image:
         raise _unreadable(path, what, err) from err
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def _upright(image: Image.Image, path: Path, what: str, *, labels: bool) -> Image.Image:
+    """The image as viewers show it (its EXIF orientation applied); labels must need none,
+    since a mask drawn in a viewer and turned on reading would no longer be what was drawn."""
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    if orientation in (None, 1):
+        return image
+    if labels:
+        raise ValueError(
+            message(
+                f"{what} {path}",
+                "be stored upright (EXIF orientation 1)",
+                f"EXIF orientation {orientation}",
+                "save the mask again without the orientation tag",
+            )
+        )
+    upright = ImageOps.exif_transpose(image)
+    upright.format = image.format
+    return upright
+
+
 class _Collect(logging.Handler):
     """Keeps the warnings tifffile logs: it reports a broken page chain only that way."""
 
@@ -139,7 +162,9 @@ def read_pixels(
 ) -> tuple[np.ndarray, str]:
     """Raw pixels of a single image and a description of its storage (Pillow mode or dtype).
 
-    Alpha is dropped (it carries no data here). Palette ("P") images are expanded to RGB unless
+    An image is turned as its EXIF orientation says (as every viewer shows it); labels with
+    an orientation other than the identity are refused. Alpha is dropped (it carries no data
+    here). Palette ("P") images are expanded to RGB unless
     ``expand_palette`` is false: the indices of an index mask are its values.
 
     Args:
@@ -153,7 +178,7 @@ def read_pixels(
     """
     if path.suffix.lower() in TIFF_SUFFIXES:
         return _tiff_pixels(path, what), "TIFF"
-    image = open_pil(path, what)
+    image = _upright(open_pil(path, what), path, what, labels=lossless)
     if lossless and image.format == "JPEG":
         raise ValueError(_lossy_message(path))
     mode = image.mode
