@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,22 +23,36 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     The parent folder is created when missing. On any failure the temporary file is removed
     and ``path`` is left as it was.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The writer's process id in the name: a file left by a killed process can be told apart.
-    fd, temp = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent
-    )
+    return atomic_write_all([(path, write)])[0]
+
+
+def atomic_write_all(writes: Sequence[tuple[str | Path, Callable[[BinaryIO], None]]]) -> list[Path]:
+    """:func:`atomic_write` for files that belong together (a checkpoint and its
+    ``.safetensors``): every file is written to its temporary first and only then are they
+    all moved into place, so a process killed while writing leaves all the old files, and
+    the new ones differ from each other only for the instant between the moves.
+    """
+    temps: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "wb") as stream:
-            write(stream)
-        # mkstemp makes the file private (0600); give it the permissions open() would have.
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
+        for path, write in writes:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # The writer's process id in the name: a killed process's file can be told apart.
+            fd, temp = tempfile.mkstemp(
+                prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent
+            )
+            temps.append((temp, path))
+            with os.fdopen(fd, "wb") as stream:
+                write(stream)
+            # mkstemp makes the file private (0600); give it the permissions open() would have.
+            os.chmod(temp, 0o666 & ~_umask())
+        for temp, path in temps:
+            os.replace(temp, path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        for temp, _ in temps:
+            Path(temp).unlink(missing_ok=True)
         raise
-    return path
+    return [path for _, path in temps]
 
 
 def _alive(pid: int) -> bool:

@@ -253,3 +253,19 @@ def test_normalise_images_per_channel():
     assert normalise_images(images, None) is images
     with pytest.raises(ValueError, match="C = 2"):
         normalise_images(torch.rand(1, 3, 4, 4), NORM)
+
+
+def test_a_save_that_fails_midway_leaves_the_old_pair_of_files(tmp_path, monkeypatch):
+    path = save(tmp_path / "last.pt", tiny_unet(), epoch=1)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"last.pt", "last.safetensors"}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process stopped while the .pt was being written
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save(path, tiny_unet(), epoch=2)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert after == before  # the new .safetensors was not moved in; no temporary is left
+    assert load_checkpoint(tmp_path / "last.safetensors").epoch == 1

@@ -26,8 +26,9 @@ Beside it, ``<name>.safetensors`` holds the same weights with everything above e
 ``state_dict`` and ``training`` as JSON in its metadata (key ``"pixelwise"``), for tools that
 read safetensors; :func:`load_checkpoint` reads either file.
 
-Both files are written atomically (a temporary file in the same folder, then ``os.replace``),
-so an interrupted save never leaves a truncated checkpoint behind.
+Both files are written to temporary files in the same folder and then moved into place
+together (``os.replace``), so an interrupted save never leaves a truncated checkpoint behind,
+nor a ``.pt`` and a ``.safetensors`` of different saves (but for the instant between the moves).
 
 :func:`load_model` rebuilds the model through the registry and returns a
 :class:`pixelwise.inference.segmenter.Segmenter` carrying the normalisation, class names and
@@ -41,15 +42,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from pixelwise._checks import message
-from pixelwise._files import atomic_write, write_bytes_atomic
+from pixelwise._files import atomic_write_all
 from pixelwise.inference._model import model_in_channels, model_parts, unwrap_model
 from pixelwise.inference.segmenter import Segmenter, qualified_name
 from pixelwise.models import create_model
@@ -186,8 +190,13 @@ def save_checkpoint(
         "state_dict": weights,
         "training": plain(training) if training is not None else None,
     }
-    atomic_write(path, lambda stream: torch.save(payload, stream))
-    _write_safetensors(path.with_suffix(".safetensors"), weights, header)
+    # Both files are moved into place together: a kill leaves the old pair or the new one.
+    atomic_write_all(
+        [
+            (path.with_suffix(".safetensors"), _safetensors_writer(weights, header)),
+            (path, lambda stream: torch.save(payload, stream)),
+        ]
+    )
     logger.info("saved checkpoint %s (epoch %d)", path, epoch)
     return path
 
@@ -203,11 +212,12 @@ def _model_header(model: nn.Module, class_names: Sequence[str]) -> dict:
     return {"model_name": name, "model_class": qualified_name(model), "model_args": args}
 
 
-def _write_safetensors(path: Path, weights: dict[str, torch.Tensor], header: dict) -> None:
-    from safetensors.torch import save
-
+def _safetensors_writer(
+    weights: dict[str, torch.Tensor], header: dict
+) -> Callable[[BinaryIO], None]:
     metadata = {"format": FORMAT, "version": str(VERSION), "pixelwise": json.dumps(header)}
-    write_bytes_atomic(path, save(weights, metadata=metadata))
+    data = save_safetensors(weights, metadata=metadata)
+    return lambda stream: stream.write(data)
 
 
 def _not_a_checkpoint(path: Path, actual: str) -> ValueError:
@@ -235,8 +245,6 @@ def _read_pt(path: Path) -> dict:
 
 
 def _read_safetensors(path: Path) -> dict:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
