@@ -122,3 +122,24 @@ def test_shapes_says_a_valid_size_is_valid(capsys):
     out = capsys.readouterr().out
     assert "height 572 is a valid input size; the valid heights next to it are 556 and 588" in out
     assert "width 572 is a valid input size; the valid widths next to it are 556 and 588" in out
+
+
+def test_weightmap_says_how_it_read_the_mask(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    mask = np.zeros((20, 30), np.uint8)
+    mask[2:8, 2:8] = 255
+    mask[10:16, 12:20] = 255
+    Image.fromarray(mask).save(tmp_path / "binary.png")
+    out = tmp_path / "w.png"
+    assert main(["weightmap", str(tmp_path / "binary.png"), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "read as instance labels: 1 object (values 0, 255); a semantic mask (e.g. 0/255) needs "
+        "--semantic to separate its objects"
+    )
+    argv = ["weightmap", str(tmp_path / "binary.png"), "--out", str(out), "--overwrite"]
+    assert main([*argv, "--semantic"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "read as a semantic mask (values 0, 255; background 0)"
+    )

@@ -98,7 +98,9 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
 
 def cmd_weightmap(args: argparse.Namespace) -> int:
-    from pixelwise.report.weight_map import save_weight_map_png  # at call time: no torch at start
+    # At call time: start-up without torch.
+    from pixelwise.data._io import read_labels
+    from pixelwise.report.weight_map import describe_labels, save_weight_map_png
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -114,6 +116,7 @@ def cmd_weightmap(args: argparse.Namespace) -> int:
         border=args.border,
         colormap=args.colormap,
     )
+    print(describe_labels(read_labels(Path(args.mask), "mask file"), semantic=args.semantic))
     print(
         f"wrote {out}  ({w.shape[0]}×{w.shape[1]}, w min {w.min():.3f} max {w.max():.3f} mean {w.mean():.3f})"
     )

@@ -121,3 +121,21 @@ def save_weight_map_png(
         out_path,
     )
     return weights
+
+
+def describe_labels(labels: np.ndarray, *, semantic: bool, background: int = 0) -> str:
+    """How ``pixelwise weightmap`` read a label image, in one line: as instance labels (each
+    non-zero value one object) or as a semantic mask (connected components of each class).
+    A two-valued image read as instances (e.g. a 0/255 mask) gets the hint to pass
+    ``--semantic``: every foreground pixel would otherwise be one object."""
+    values = np.unique(labels)
+    shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+    if semantic:
+        return f"read as a semantic mask (values {shown}; background {background})"
+    objects = int((values != 0).sum())
+    line = (
+        f"read as instance labels: {objects} object{'s' if objects != 1 else ''} (values {shown})"
+    )
+    if objects == 1:
+        line += "; a semantic mask (e.g. 0/255) needs --semantic to separate its objects"
+    return line
