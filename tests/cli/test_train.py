@@ -134,3 +134,32 @@ def test_nproc_relaunches_under_torchrun(monkeypatch, tmp_path, capsys):
         "--out-dir",
         str(tmp_path),
     ]
+
+
+def test_an_interrupted_run_ends_with_the_resume_command(capsys):
+    from pathlib import Path
+
+    from pixelwise.cli.train import _print_result
+    from pixelwise.engine.events import FitResult
+
+    run = Path("runs/20261201-120000")
+    result = FitResult(
+        run_dir=run,
+        epochs=0,
+        metric="mean_iou",
+        best_value=0.5,
+        best_epoch=1,
+        metrics={"mean_iou": 0.5},
+        history=[],
+        best_path=run / "best.pt",
+        last_path=run / "last.pt",
+        stopped_by="interrupted",
+        iterations=3,
+    )
+    _print_result(result)
+    assert capsys.readouterr().out.splitlines() == [
+        f"run folder: {run}",
+        "validation mean IoU 0.5000 after 3 iterations (stopped by Ctrl-C) "
+        "(best mean_iou 0.5000 at epoch 1: best.pt)",
+        f"resume with: pixelwise train --resume {run / 'last.pt'}",
+    ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import signal
 import subprocess
 import sys
 
@@ -251,3 +253,33 @@ def test_killed_saves_leave_no_temporaries_once_the_run_folder_is_used_again(tin
     Trainer(tiny_config("train.epochs=2", "train.overlays=0")).fit(resume=run.last_path)
     assert not leftover.exists()
     assert (run.run_dir / "last.pt").is_file()
+
+
+def test_ctrl_c_stops_after_the_iteration_with_last_pt_and_the_report(tiny_config):
+    def interrupt_at_first_batch(event, info):
+        if event == "batch_end":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    config = tiny_config("train.epochs=5")
+    result = Trainer(config, progress=interrupt_at_first_batch).fit()
+    assert (result.stopped_by, result.iterations) == ("interrupted", 1)
+    last = load_checkpoint(result.last_path)
+    assert last.training["position"]["batch"] == 1  # resumable mid-epoch
+    names = {p.name for p in result.run_dir.iterdir()}
+    assert {"best.pt", "last.pt", "metrics.csv", "loss.png", "overlays"} <= names
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    resumed = Trainer(tiny_config("train.epochs=1", "train.overlays=0")).fit(
+        resume=result.last_path
+    )
+    assert (resumed.stopped_by, resumed.iterations) == ("epochs", 2)
+
+
+def test_a_second_ctrl_c_stops_at_once(tiny_config):
+    def interrupt_twice(event, info):
+        if event == "batch_end":
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config("train.overlays=0"), progress=interrupt_twice).fit()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

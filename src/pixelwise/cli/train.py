@@ -198,11 +198,16 @@ def _print_result(result: object) -> None:
             f"after {result.iterations} iterations ({result.epochs} full epochs; "
             f"stopped by the time budget at {result.minutes:.1f} min)"
         )
-    print(
-        f"validation mean IoU {score(result.metrics['mean_iou'])} {when} "
-        f"(best {result.metric} {score(result.best_value)} at epoch "
-        f"{result.best_epoch}: {result.best_path.name})"
-    )
+    if result.stopped_by == "interrupted":
+        when = f"after {result.iterations} iterations (stopped by Ctrl-C)"
+    if result.metrics:
+        print(
+            f"validation mean IoU {score(result.metrics['mean_iou'])} {when} "
+            f"(best {result.metric} {score(result.best_value)} at epoch "
+            f"{result.best_epoch}: {result.best_path.name})"
+        )
+    if result.stopped_by == "interrupted":
+        print(f"resume with: pixelwise train --resume {result.last_path}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

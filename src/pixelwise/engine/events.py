@@ -54,7 +54,8 @@ class FitResult:
         metrics: The last validation's metrics (see :meth:`Trainer.evaluate`).
         history: The rows of ``metrics.csv``.
         best_path, last_path: The checkpoints.
-        stopped_by: ``"epochs"`` (all of ``train.epochs`` ran) or ``"time_limit"``.
+        stopped_by: ``"epochs"`` (all of ``train.epochs`` ran), ``"time_limit"`` or
+            ``"interrupted"`` (Ctrl-C).
         minutes: Training wall time, including runs before a resume.
         iterations: Optimizer steps, including runs before a resume.
         snapshots: The ``snapshot_<m>min.pt`` files this run wrote, by minute mark.
@@ -73,6 +74,29 @@ class FitResult:
     minutes: float = 0.0
     iterations: int = 0
     snapshots: Mapping[float, Path] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, state: Any, saver: Any, *, metric: str, metrics: dict, minutes: float, iterations: int
+    ) -> FitResult:
+        """The result of a run whose :class:`~pixelwise.engine.resume.RunState` is ``state``
+        and whose checkpoints ``saver`` (a :class:`~pixelwise.engine.saver.CheckpointSaver`)
+        wrote."""
+        return cls(
+            run_dir=saver.run_dir,
+            epochs=state.epochs_done,
+            metric=metric,
+            best_value=float(state.best["value"]),
+            best_epoch=int(state.best["epoch"]),
+            metrics=metrics,
+            history=list(state.history),
+            best_path=saver.best_path,
+            last_path=saver.last_path,
+            stopped_by=state.stopped_by,
+            minutes=minutes,
+            iterations=iterations,
+            snapshots=dict(saver.snapshots),
+        )
 
 
 def emit(progress: object, event: str, *args: Any) -> None:

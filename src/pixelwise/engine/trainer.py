@@ -44,6 +44,7 @@ from pixelwise._toml import dump_toml
 from pixelwise.config import RunConfig
 from pixelwise.engine import distributed
 from pixelwise.engine.events import FitResult, Progress, emit, unvalidated_metrics
+from pixelwise.engine.interrupt import StopRequest
 from pixelwise.engine.loaders import eval_loader, single_group, train_loader
 from pixelwise.engine.recipe import (
     RunParts,
@@ -125,7 +126,7 @@ class Trainer:
             has_budget=self.clock.limit > 0,
             amp=self.task.amp,
         )
-        self.state = RunState()
+        self.state, self.stop = RunState(), StopRequest()
         self.run_dir: Path | None = None
 
     def make_loader(self, dataset: Dataset) -> DataLoader:
@@ -161,6 +162,7 @@ class Trainer:
         with (
             run_session(self.dist, self.device, self.config.train),
             self.task.distributed(self.dist),
+            self.stop.listening(),
         ):
             yield
 
@@ -216,20 +218,13 @@ class Trainer:
         if self.dist.is_main:
             write_report(self.run_dir, state.history, self.task.segmenter(), self.val_set, overlays)
         distributed.barrier()
-        result = FitResult(
-            run_dir=self.run_dir,
-            epochs=state.epochs_done,
+        result = FitResult.of(
+            state,
+            self.saver,
             metric=self.config.train.metric,
-            best_value=float(state.best["value"]),
-            best_epoch=int(state.best["epoch"]),
             metrics=metrics,
-            history=list(state.history),
-            best_path=self.saver.best_path,
-            last_path=self.saver.last_path,
-            stopped_by=state.stopped_by,
             minutes=self.clock.seconds() / 60.0,
             iterations=int(self.scheduler.last_epoch),
-            snapshots=dict(self.saver.snapshots),
         )
         if self.dist.is_main:
             emit(self.progress, "run_end", result)
@@ -245,7 +240,9 @@ class Trainer:
         train_loss, speed = self._train_epoch(epoch)
         position = self.state.position  # None when the epoch ran to its end
         self.state.epochs_done = epoch + (position is None)
-        out_of_time = position is not None or self.clock.over(self._seconds())
+        out_of_time = (
+            position is not None or self.stop.requested or self.clock.over(self._seconds())
+        )
         due = (epoch + 1) % train.val_every == 0 or epoch + 1 == train.epochs
         metrics = self.evaluate() if (due or out_of_time) and self.val_set is not None else None
         row = epoch_row(
@@ -267,7 +264,9 @@ class Trainer:
             write_csv_atomic(self.run_dir / "metrics.csv", self.state.history)
             emit(self.progress, "epoch_end", epoch + 1, train.epochs, row)
         more = epoch + 1 < train.epochs
-        if position is not None or (more and self.clock.over(self._seconds())):
+        if self.stop.requested:
+            self.state.stopped_by = "interrupted"
+        elif position is not None or (more and self.clock.over(self._seconds())):
             self.state.stopped_by = "time_limit"
         return metrics
 
@@ -345,7 +344,9 @@ class Trainer:
         return loss.detach()
 
     def _after_iteration(self) -> bool:
-        """Save the snapshots that are due; whether the time budget is used up."""
+        """Save the snapshots that are due; whether to stop (budget used up, or Ctrl-C)."""
+        if self.stop.shared(self.dist, self.device):
+            return True
         if not self.clock.active:
             return False
         seconds = self._seconds()
