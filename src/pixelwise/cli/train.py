@@ -236,7 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             progress.close()
     if main_process:
         _print_result(result)
-    return 0
+    return 130 if result.stopped_by == "interrupted" else 0  # 130: the shell's "interrupted"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
