@@ -12,12 +12,14 @@ import tifffile
 from PIL import Image
 
 from pixelwise.data import (
+    DataProblems,
     FolderDataset,
     InstanceDataset,
     MaskEncoding,
     PairedDataset,
     TiffStackDataset,
     check_dataset,
+    check_splits,
     class_frequencies,
 )
 
@@ -28,6 +30,13 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
     text = str(err.value)
     assert "\n" not in text
     return text
+
+
+def _first_problem(err: pytest.ExceptionInfo, count: int) -> str:
+    """The first of ``count`` problems, each reported on its own line."""
+    assert isinstance(err.value, DataProblems) and len(err.value.problems) == count
+    assert all("\n" not in p for p in err.value.problems)
+    return err.value.problems[0]
 
 
 def test_image_without_mask_and_mask_without_image_name_the_files(make_folder):
@@ -68,7 +77,7 @@ def test_mask_value_that_is_no_class_is_named(make_folder):
     root = make_folder(values=(0, 1, 2, 5))
     with pytest.raises(ValueError) as info:
         check_dataset(FolderDataset(root, ENC3))
-    assert _one_line(info).startswith(
+    assert _first_problem(info, 3).startswith(  # all 3 masks
         f"mask {root / 'masks' / 'a.png'} must hold classes 0..2, got values [5]; "
     )
 
@@ -77,7 +86,7 @@ def test_binary_masks_suggest_the_value_map(make_folder):
     root = make_folder(values=(0, 255))
     with pytest.raises(ValueError) as info:
         check_dataset(FolderDataset(root, MaskEncoding.index(2)))
-    assert _one_line(info).endswith(
+    assert _first_problem(info, 3).endswith(
         "got values [255]; the mask looks binary: declare MaskEncoding.values({0: 0, 255: 1})"
     )
     summary = check_dataset(FolderDataset(root, MaskEncoding.values({0: 0, 255: 1})))
@@ -258,3 +267,35 @@ def test_summary_and_class_frequencies_count_pixels_ignore_excluded(make_folder,
     assert summary.sizes == ((45, 67),) and summary.channels == 3
     assert sum(summary.class_fractions) == pytest.approx(1.0)
     assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_every_problem_is_reported_one_line_each(make_folder, save):
+    root = make_folder(stems=("a", "b", "c", "d"))
+    (root / "images" / "b.png").write_bytes(b"")  # 0 bytes
+    save(root / "masks" / "d.png", np.full((45, 67), 7, np.uint8))  # no such class
+    with pytest.raises(DataProblems) as info:
+        check_dataset(FolderDataset(root, ENC3))
+    lines = str(info.value).splitlines()
+    assert lines[0] == "2 problems in the data:"
+    assert lines[1].startswith(f"image {root / 'images' / 'b.png'} must be a readable")
+    assert lines[2].startswith(f"mask {root / 'masks' / 'd.png'} must hold classes 0..2")
+    assert len(lines) == 3
+
+
+def test_the_problem_list_is_capped_with_a_count():
+    problems = DataProblems([f"file {i} is bad" for i in range(25)])
+    lines = str(problems).splitlines()
+    assert lines[0] == "25 problems in the data:" and lines[-1] == "... and 5 more"
+    assert len(lines) == 1 + 20 + 1 and len(problems.problems) == 25
+
+
+def test_both_splits_are_checked_together(make_folder, save):
+    train = make_folder(stems=("a", "b"))
+    val = make_folder(stems=("v",), root=train.parent / "val")
+    save(val / "masks" / "v.png", np.full((44, 67), 1, np.uint8))  # wrong size
+    (train / "images" / "a.png").write_bytes(b"not a png")
+    with pytest.raises(DataProblems) as info:
+        check_splits({"train": FolderDataset(train, ENC3), "val": FolderDataset(val, ENC3)})
+    lines = str(info.value).splitlines()
+    assert lines[0] == "2 problems in the data:"
+    assert str(train / "images" / "a.png") in lines[1] and str(val / "masks" / "v.png") in lines[2]

@@ -261,3 +261,25 @@ def test_validation_of_a_valid_padding_unet_equals_pixelwise_evaluate(tmp_path, 
     assert evaluated["num_images"] == 3
     assert evaluated["mean_iou"] == pytest.approx(recorded["mean_iou"], abs=1e-12)
     assert evaluated["pixel_accuracy"] == pytest.approx(recorded["pixel_accuracy"], abs=1e-12)
+
+
+def test_a_bad_file_in_either_split_stops_the_run_before_it_starts(tmp_path):
+    root = _write_folder(tmp_path / "data")
+    (root / "images" / "01.png").write_bytes(b"")  # 0 bytes
+    Image.fromarray(np.full((48, 48), 9, np.uint8)).save(root / "masks" / "05.png")
+    overrides = [
+        "data.layout=folders",
+        f"data.root={root}",
+        "data.encoding={kind='index', num_classes=2}",
+        "data.val_fraction=0.5",
+        "data.shuffle_split=false",
+        f"train.out_dir={tmp_path / 'runs'}",
+        "train.device=cpu",
+    ]
+    with pytest.raises(ValueError) as info:
+        Trainer(load_config(None, overrides))
+    lines = str(info.value).splitlines()
+    assert lines[0] == "2 problems in the data:"
+    assert str(root / "images" / "01.png") in lines[1]
+    assert str(root / "masks" / "05.png") in lines[2]
+    assert not (tmp_path / "runs").exists()  # no run folder with only a config in it

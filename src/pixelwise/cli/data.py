@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from pixelwise.cli._format import bar_progress, message
+from pixelwise.cli._format import message
 
 
 class _Layouts:
@@ -125,15 +125,22 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     # At call time: start-up without torch.
     from tqdm import tqdm
 
-    from pixelwise.data import check_dataset
+    from pixelwise.data import check_splits
     from pixelwise.data.build import evaluation_dataset
 
     table, splits = _data_to_check(args)
-    summaries = {}
-    for split in splits:
-        dataset = evaluation_dataset(table, split)
-        with tqdm(total=len(dataset), desc=f"check {split}", unit="sample", disable=None) as bar:
-            summaries[split] = check_dataset(dataset, progress=bar_progress(bar))
+    bars: dict[str, object] = {}
+
+    def show(split: str, done: int, total: int) -> None:
+        if split not in bars:
+            bars[split] = tqdm(total=total, desc=f"check {split}", unit="sample", disable=None)
+        bars[split].update(done - bars[split].n)
+
+    try:  # every split checked, every problem reported together
+        summaries = check_splits({s: evaluation_dataset(table, s) for s in splits}, show)
+    finally:
+        for bar in bars.values():
+            bar.close()
     _print_data_summary(args.source, table["layout"], summaries)
     return 0
 
@@ -142,7 +149,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``check-data``."""
     p = sub.add_parser(
         "check-data",
-        help="read a whole data set and report class frequencies, sizes and the first problem",
+        help="read a whole data set and report class frequencies, sizes and every problem",
     )
     p.add_argument("source", metavar="CONFIG.toml|DATA", help="a run config or a data folder")
     add_data_flags(p)

@@ -7,7 +7,14 @@ Every data set yields ``{"image": (C, H, W) float in [0, 1], "mask": (H, W) int6
 
 from pixelwise.config import LAYOUTS, DataConfig
 from pixelwise.data.build import build_datasets
-from pixelwise.data.checks import DataSummary, check_dataset, class_frequencies, iter_masks
+from pixelwise.data.checks import (
+    DataProblems,
+    DataSummary,
+    check_dataset,
+    check_splits,
+    class_frequencies,
+    iter_masks,
+)
 from pixelwise.data.datasets import (
     CAMVID_ENCODING,
     CamVidDataset,
@@ -53,6 +60,7 @@ __all__ = [
     "BlobStyle",
     "CamVidDataset",
     "DataConfig",
+    "DataProblems",
     "DataSummary",
     "DatasetView",
     "ElasticDeformation",
@@ -73,6 +81,7 @@ __all__ = [
     "build_datasets",
     "build_transforms",
     "check_dataset",
+    "check_splits",
     "class_frequencies",
     "elastic_field",
     "iter_masks",

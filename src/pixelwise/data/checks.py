@@ -6,8 +6,9 @@ readers in :mod:`pixelwise.data.datasets`); the summary is data for the command 
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,12 +96,38 @@ def _check_channels(sample: dict, channels: int | None, first_path: str) -> int:
     return found
 
 
+SHOWN_PROBLEMS = 20  # problems listed one per line; the rest are counted
+
+
+class DataProblems(ValueError):
+    """Several problems of a data set, one line each (at most :data:`SHOWN_PROBLEMS`, then a
+    count of the rest)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        shown = problems[:SHOWN_PROBLEMS]
+        more = len(problems) - len(shown)
+        lines = [f"{len(problems)} problems in the data:", *shown]
+        if more:
+            lines.append(f"... and {more} more")
+        super().__init__("\n".join(lines))
+
+
+def raise_problems(problems: list[BaseException]) -> None:
+    """Raise nothing for none, the one error as it is, or :class:`DataProblems` for several."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise DataProblems([str(p) for p in problems])
+
+
 def check_dataset(dataset: SegmentationDataset, progress: Progress | None = None) -> DataSummary:
     """Read every sample (without the transform) and check it, before training starts.
 
-    Raises on the first problem, one line naming the file: unreadable or truncated files,
+    Every problem is found, each one line naming the file: unreadable or truncated files,
     image/mask size mismatch, undeclared mask values, wrong channel counts, images whose
-    channels differ from the first image's, or masks without any labelled pixel.
+    channels differ from the first image's, or masks without any labelled pixel. One problem
+    is raised as it is; several as :class:`DataProblems`, one line each.
 
     Args:
         dataset: Any pixelwise data set or view.
@@ -113,16 +140,23 @@ def check_dataset(dataset: SegmentationDataset, progress: Progress | None = None
     counts = np.zeros(num_classes, dtype=np.int64)
     ignored, channels, first_path = 0, None, ""
     sizes: set[tuple[int, int]] = set()
+    problems: list[BaseException] = []
     for index in range(len(dataset)):
-        sample = dataset.load_sample(index)
-        channels = _check_channels(sample, channels, first_path)
+        try:
+            sample = dataset.load_sample(index)
+            channels = _check_channels(sample, channels, first_path)
+        except (ValueError, FileNotFoundError) as problem:
+            problems.append(problem)
+            continue
+        finally:
+            if progress is not None:
+                progress(index + 1, len(dataset))
         first_path = first_path or str(sample["path"])
         sizes.add(tuple(sample["image"].shape[-2:]))
         found, skipped = _count(sample["mask"], num_classes, ignore)
         counts += found
         ignored += skipped
-        if progress is not None:
-            progress(index + 1, len(dataset))
+    raise_problems(problems)
     if not counts.any():
         raise ValueError(
             message(
@@ -143,3 +177,29 @@ def check_dataset(dataset: SegmentationDataset, progress: Progress | None = None
     if summary.absent_classes:
         logger.warning("classes without any pixel: %s", ", ".join(summary.absent_classes))
     return summary
+
+
+def check_splits(
+    datasets: Mapping[str, SegmentationDataset],
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, DataSummary]:
+    """:func:`check_dataset` of each split (e.g. ``{"train": ..., "val": ...}``), so that a bad
+    file in any of them is found before training starts; every problem of every split is
+    reported together.
+
+    Args:
+        datasets: The splits by name.
+        progress: Called as ``progress(split, done, total)`` after each sample.
+    """
+    summaries: dict[str, DataSummary] = {}
+    problems: list[BaseException] = []
+    for name, dataset in datasets.items():
+        step = None if progress is None else functools.partial(progress, name)
+        try:
+            summaries[name] = check_dataset(dataset, progress=step)
+        except DataProblems as found:
+            problems += [ValueError(p) for p in found.problems]
+        except (ValueError, FileNotFoundError) as problem:
+            problems.append(problem)
+    raise_problems(problems)
+    return summaries

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from pixelwise import _device
 from pixelwise._checks import message
 from pixelwise.config import RunConfig, TrainConfig
-from pixelwise.data import build_datasets, iter_masks
+from pixelwise.data import build_datasets, check_splits, iter_masks
 from pixelwise.engine import distributed
 from pixelwise.engine.schedule import build_optimizer, build_scheduler
 from pixelwise.engine.task import SegmentationTask
@@ -164,7 +164,9 @@ def build_model_seeded(name: str, seed: int, **kwargs: object) -> nn.Module:
 
 
 def build_parts(config: RunConfig, *, device: torch.device, rank: int = 0) -> RunParts:
-    """Build the data, normalisation, class weights, model and loss of ``config``.
+    """Build the data, normalisation, class weights, model and loss of ``config``. Data read
+    from files is checked whole first (:func:`pixelwise.data.check_splits`): a bad file in
+    either split stops the run before it starts, every problem named.
 
     Args:
         config: The run.
@@ -174,6 +176,8 @@ def build_parts(config: RunConfig, *, device: torch.device, rank: int = 0) -> Ru
     seed = config.train.seed
     augment = torch.Generator().manual_seed(seed + 1_000_003 * rank)
     train_set, val_set = build_datasets(config.data, generator=augment)
+    if config.data.layout != "synthetic":  # files on disk: every one read before training
+        check_splits({"train": train_set, "val": val_set})
     first = train_set.load_sample(0)
     _check_weight_maps(config, first)
     in_channels = int(first["image"].shape[0])
