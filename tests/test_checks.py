@@ -78,3 +78,28 @@ def test_check_label_image_reads_arrays_tensors_and_masks():
     assert str(info.value) == (
         "labels must be a 2-D label image (H, W), got shape (1, 2, 2); pass one image at a time"
     )
+
+
+def test_a_message_is_one_line_whatever_the_names_and_values():
+    from pixelwise._checks import message
+
+    text = message("image data/a\nb.png", "be readable", "a\rb\x00", "fix\nit")
+    assert "\n" not in text and "\r" not in text and "\x00" not in text
+    assert text == "image data/a\\nb.png must be readable, got a\\rb\\x00; fix\\nit"
+    long = message("config x.toml", "be short", "y" * 10_000_000)
+    assert len(long) < 400 and long.endswith("... (10000000 characters)")
+
+
+def test_a_newline_in_a_file_name_stays_on_its_line(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pixelwise.data import FolderDataset, MaskEncoding
+
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "images" / "a\nb.png")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "c.png")
+    with pytest.raises(ValueError) as info:
+        FolderDataset(tmp_path, MaskEncoding.index(2))
+    assert "\n" not in str(info.value) and "a\\nb.png" in str(info.value)

@@ -16,10 +16,26 @@ _SHOWN_VALUES = 5  # distinct values an error message lists before "and N more"
 _ONE_IMAGE = "pass one image at a time"
 
 
+# Longest echo of a value in a message: a 10 MB string in a file is not repeated whole.
+MAX_ECHO = 300
+
+
+def one_line(text: object, limit: int = MAX_ECHO) -> str:
+    """``text`` as one line: control characters (a newline in a file name) escaped, and cut to
+    ``limit`` characters with a note of the full length."""
+    line = str(text)
+    if any(c < " " or c == "\x7f" for c in line):
+        line = "".join(c if c >= " " and c != "\x7f" else repr(c)[1:-1] for c in line)
+    if len(line) > limit:
+        line = f"{line[: limit - 40]}... ({len(line)} characters)"
+    return line
+
+
 def message(what: str, expectation: str, actual: object, fix: str = "") -> str:
-    """Build an error message in the project's one format."""
-    text = f"{what} must {expectation}, got {actual}"
-    return f"{text}; {fix}" if fix else text
+    """Build an error message in the project's one format, always one line: names and values
+    with control characters are escaped, long values cut (:func:`one_line`)."""
+    text = f"{one_line(what, 4 * MAX_ECHO)} must {expectation}, got {one_line(actual)}"
+    return f"{text}; {one_line(fix, 4 * MAX_ECHO)}" if fix else text
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
