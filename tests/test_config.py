@@ -330,3 +330,17 @@ def test_a_data_path_with_the_built_in_data_is_refused_not_ignored(tmp_path, mon
     )
     with pytest.raises(ValueError, match=r"^data\.images must go with a layout that reads files"):
         load_config(None, ["data.images=imgs"])
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ('data.hflip="yes"', "data.hflip (--set) must be true or false, got 'yes'"),
+        ("data.rot90=1", "data.rot90 (--set) must be true or false, got 1"),
+        ("data.elastic_std=-1", "data.elastic_std (--set) must be a finite number >= 0.0, got -1"),
+    ],
+)
+def test_data_flags_and_strengths_are_checked_where_they_are_set(override, error):
+    with pytest.raises(ValueError) as info:
+        load_config(None, [override])
+    assert str(info.value) == error

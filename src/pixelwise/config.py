@@ -251,6 +251,10 @@ class DataConfig:
                 message(f"data root for layout '{self.layout}'", "be given", "nothing")
             )
         self._check_synthetic_reads_no_files()
+        for key in ("hflip", "vflip", "rot90", "shuffle_split", "weights"):
+            _check_bool("data", key, getattr(self, key))
+        std = _check_float("data", "elastic_std", self.elastic_std, 0.0)
+        object.__setattr__(self, "elastic_std", std)
 
     def _check_synthetic_reads_no_files(self) -> None:
         """Built-in data reads no files: a data path with it would be ignored without a word."""
@@ -651,6 +655,8 @@ def _build_data(values: dict[str, Any], origins: Mapping[str, str]) -> DataConfi
     sources = {origins.get(f"data.{k}") for k in values} - {None}
     try:
         return DataConfig.from_mapping(values)
+    except BadValue as exc:
+        raise ValueError(_with_origin(exc, origins)) from None
     except (ValueError, TypeError) as exc:
         note = f" (in {', '.join(sorted(sources))})" if sources else ""
         raise type(exc)(f"{exc}{note}") from None
