@@ -70,3 +70,25 @@ def test_a_mask_with_an_orientation_tag_is_refused(tmp_path):
         f"mask {tmp_path / 'mask.png'} must be stored upright (EXIF orientation 1), got EXIF "
         "orientation 8; save the mask again without the orientation tag"
     )
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_one_pixel_limit_guards_every_reader(tmp_path, monkeypatch, suffix):
+    path = tmp_path / f"huge{suffix}"
+    pixels = np.zeros((20, 30), np.uint8)
+    if suffix == ".tif":
+        tifffile.imwrite(path, pixels)
+    else:
+        Image.fromarray(pixels).save(path)
+    monkeypatch.setenv("PIXELWISE_MAX_PIXELS", "100")
+    with pytest.raises(ValueError) as info:
+        read_image(path)
+    text = str(info.value)
+    assert "\n" not in text and str(path) in text
+    if suffix == ".tif":  # refused from the declared size, before decoding
+        assert text == (
+            f"image {path} must have at most 100 pixels (the image size limit), got 20×30 = "
+            "600 pixels; split the image, or raise the limit with PIXELWISE_MAX_PIXELS"
+        )
+    monkeypatch.delenv("PIXELWISE_MAX_PIXELS")
+    assert read_image(path).shape[:2] == (20, 30)

@@ -72,6 +72,7 @@ def _unreadable(path: Path, what: str, err: BaseException) -> ValueError:
 def open_pil(path: Path, what: str) -> Image.Image:
     """Open and fully decode an image with Pillow; damaged or truncated files raise ValueError."""
     check_exists(path, what)
+    Image.MAX_IMAGE_PIXELS = max_pixels() // 2  # Pillow refuses above twice this
     try:
         with Image.open(path) as image:
             image.load()
@@ -129,6 +130,36 @@ def _tiff_damage(tif: object, size: int, warnings: list[str]) -> str | None:
     return None
 
 
+# One limit on the pixels of an image (a TIFF page, a PNG, a JPEG), for every reader: a small
+# file that declares a huge size is refused before it is decoded. Pillow's own guard refuses
+# above twice its MAX_IMAGE_PIXELS, its default here; PIXELWISE_MAX_PIXELS changes both.
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
+
+
+def max_pixels() -> int:
+    """The pixel limit per image: ``PIXELWISE_MAX_PIXELS`` when set, else the default."""
+    value = os.environ.get("PIXELWISE_MAX_PIXELS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_PIXELS
+
+
+class TooManyPixels(ValueError):
+    """An image larger than the pixel limit (raised as it is, not as an unreadable file)."""
+
+
+def check_pixel_count(path: Path, what: str, size: tuple[int, ...]) -> None:
+    """Refuse an image whose declared height × width exceeds :func:`max_pixels`."""
+    limit = max_pixels()
+    if len(size) == 2 and size[0] * size[1] > limit:
+        raise TooManyPixels(
+            message(
+                f"{what} {path}",
+                f"have at most {limit:,} pixels (the image size limit)",
+                f"{size[0]}×{size[1]} = {size[0] * size[1]:,} pixels",
+                "split the image, or raise the limit with PIXELWISE_MAX_PIXELS",
+            )
+        )
+
+
 def read_tiff_pages(path: Path, what: str) -> list[np.ndarray]:
     """Read every page of a (multi-page) TIFF file as its own array; damage raises ValueError.
 
@@ -144,8 +175,12 @@ def read_tiff_pages(path: Path, what: str) -> list[np.ndarray]:
     logger.addHandler(collect)
     try:
         with tifffile.TiffFile(path) as tif:
+            for page in tif.pages:  # the declared size, before any pixel is decoded
+                check_pixel_count(path, what, tuple(page.shape)[:2])
             pages = [_channels_last(np.asarray(page.asarray())) for page in tif.pages]
             damage = _tiff_damage(tif, path.stat().st_size, collect.messages)
+    except TooManyPixels:
+        raise
     except _READ_ERRORS as err:
         raise _unreadable(path, what, err) from err
     finally:
