@@ -140,3 +140,29 @@ def test_errors():
         ce_dice_loss(logits, target, dice_weight=float("nan"))
     with pytest.raises(ValueError, match=r"^target values must be in \[0, 5\)"):
         soft_dice_loss(logits, target.masked_fill(target == 0, 5))
+
+
+def test_losses_reduce_in_float32_under_bfloat16_autocast():
+    """A half-precision sum over a 1024² map loses or overflows (smp issue 463)."""
+    from pixelwise.losses import ce_dice_loss, cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 1024, 1024)
+    target = torch.randint(0, 3, (2, 1024, 1024))
+    target[:, :8] = 255
+    expected = {
+        "dice": soft_dice_loss(logits, target),
+        "ce": cross_entropy(logits, target),
+        "ce_dice": ce_dice_loss(logits, target),
+    }
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = logits.to(torch.bfloat16)
+        got = {
+            "dice": soft_dice_loss(half, target),
+            "ce": cross_entropy(half, target),
+            "ce_dice": ce_dice_loss(half, target),
+        }
+    for name, value in got.items():
+        assert value.dtype == torch.float32, name
+        # Only the bfloat16 rounding of the logits differs (relative 2^-8 per value).
+        assert torch.isclose(value, expected[name], rtol=2e-3), name

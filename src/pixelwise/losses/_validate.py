@@ -86,3 +86,9 @@ def check_pixel_weights(pixel_weights: object, target: torch.Tensor) -> torch.Te
 def check_reduction(reduction: str) -> str:
     """Return ``reduction`` if it is one of ``mean``, ``sum``, ``none``."""
     return check_choice("reduction", reduction, REDUCTIONS)
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is in a half precision (float16, bfloat16); float32 and float64
+    as they are. Losses reduce over every pixel: half precision would lose or overflow."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
