@@ -9,7 +9,8 @@ before torch fails deep inside a kernel with an index error or a CUDA assert.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -92,3 +93,14 @@ def full_precision(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32 when it is in a half precision (float16, bfloat16); float32 and float64
     as they are. Losses reduce over every pixel: half precision would lose or overflow."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def in_full_precision(loss: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run ``loss(logits, ...)`` with autocast off and half-precision logits in float32."""
+
+    @functools.wraps(loss)
+    def wrapper(logits: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        with torch.autocast(logits.device.type, enabled=False):
+            return loss(full_precision(logits), *args, **kwargs)
+
+    return wrapper

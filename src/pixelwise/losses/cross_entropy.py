@@ -37,7 +37,7 @@ from pixelwise.losses._validate import (
     check_class_weight,
     check_pixel_weights,
     check_reduction,
-    full_precision,
+    in_full_precision,
 )
 
 
@@ -83,6 +83,7 @@ def cross_entropy(
     return weighted_cross_entropy(logits, target, weight, pixel_weights, ignore_index, reduction)
 
 
+@in_full_precision  # the sums run over every pixel of the batch
 def weighted_cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -96,21 +97,6 @@ def weighted_cross_entropy(
     Shape:
         logits: (N, K, H, W); target, pixel_weights: (N, H, W); weight: (K,)
     """
-    # In float32 whatever the autocast: the sums run over every pixel of the batch.
-    with torch.autocast(logits.device.type, enabled=False):
-        return _weighted_ce(
-            full_precision(logits), target, weight, pixel_weights, ignore_index, reduction
-        )
-
-
-def _weighted_ce(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    pixel_weights: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
-) -> torch.Tensor:
     valid = target != ignore_index  # (N, H, W)
     # torch's kernel zeroes ignored pixels itself; the weights are applied here instead so that
     # class and pixel weights share one normaliser.

@@ -32,7 +32,7 @@ from pixelwise.losses._validate import (
     TARGET_FIX,
     check_class_weight,
     check_pixel_weights,
-    full_precision,
+    in_full_precision,
 )
 from pixelwise.losses.cross_entropy import weighted_cross_entropy
 
@@ -53,6 +53,7 @@ def _check_dice_weight(weight: torch.Tensor | None) -> torch.Tensor | None:
     return weight
 
 
+@in_full_precision  # a half-precision sum over a large map overflows or loses small terms
 def dice_from_checked(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -66,20 +67,6 @@ def dice_from_checked(
     Shape:
         logits: (N, K, H, W); target: (N, H, W); weight: (K,); output: ()
     """
-    # In float32 whatever the autocast: a half-precision sum over a large map overflows or
-    # loses the small terms.
-    with torch.autocast(logits.device.type, enabled=False):
-        return _dice(full_precision(logits), target, weight, ignore_index, smooth, per_image)
-
-
-def _dice(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    smooth: float,
-    per_image: bool,
-) -> torch.Tensor:
     k = logits.shape[1]
     valid = (target != ignore_index).unsqueeze(1)  # (N, 1, H, W)
     probs = F.softmax(logits, dim=1) * valid  # (N, K, H, W)
