@@ -12,6 +12,7 @@ import pytest
 import pixelwise
 from pixelwise.config import (
     DEFAULT_MODEL_OPTIONS,
+    MAX_NESTING,
     RunConfig,
     dump_toml,
     load_config,
@@ -344,3 +345,26 @@ def test_data_flags_and_strengths_are_checked_where_they_are_set(override, error
     with pytest.raises(ValueError) as info:
         load_config(None, [override])
     assert str(info.value) == error
+
+
+def test_nesting_is_bounded_in_files_and_overrides(tmp_path):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("[model]\noptions = { a = " + "[" * 2000 + "]" * 2000 + " }\n")
+    with pytest.raises(ValueError) as info:  # tomllib would recurse past Python's limit
+        load_config(deep)
+    assert str(info.value) == (
+        f"config file {deep} must nest tables and arrays at most {MAX_NESTING} levels deep, got "
+        "far deeper; flatten it"
+    )
+    deep.write_text("[model]\noptions = { a = " + "[" * 20 + "]" * 20 + " }\n")
+    with pytest.raises(ValueError, match=r"got deeper at model\.options\.a\[0\]"):
+        load_config(deep)
+    with pytest.raises(ValueError) as info:
+        load_config(None, ["model.options.a=" + "[" * 5000 + "]" * 5000])
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 300 and "(10000 characters)" in text
+    shallow = "[" * (MAX_NESTING - 2) + "1" + "]" * (MAX_NESTING - 2)  # model.options.a[…]
+    value = parse_override(f"model.options.a={shallow}")["model"]["options"]["a"]
+    for _ in range(MAX_NESTING - 3):
+        value = value[0]
+    assert value == [1]

@@ -78,7 +78,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixelwise._checks import check_choice, check_positive_int, did_you_mean, message
+from pixelwise._checks import check_choice, check_positive_int, did_you_mean, message, one_line
 from pixelwise._metric_names import SUMMARY_KEYS
 from pixelwise._toml import dump_toml
 
@@ -662,11 +662,49 @@ def _build_data(values: dict[str, Any], origins: Mapping[str, str]) -> DataConfi
         raise type(exc)(f"{exc}{note}") from None
 
 
+# Tables and arrays nest at most this deep in a config (a run file needs 3: section, an
+# options table, a list in it); deeper is refused before anything recurses over it.
+MAX_NESTING = 16
+
+
+def _too_deep(value: object, where: str) -> str | None:
+    """The key path of the first value nested more than :data:`MAX_NESTING` deep, or None.
+    Walks with a stack, so a 100,000-level value is measured without recursion."""
+    stack = [(value, where, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return path
+        if isinstance(item, Mapping):
+            stack += [(v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in item.items()]
+        elif isinstance(item, list | tuple):
+            stack += [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item)]
+    return None
+
+
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    """``tomllib.loads`` with nesting bounded: a value nested past :data:`MAX_NESTING` (which
+    the parser would recurse into until Python's limit) is one line naming ``source``."""
+
+    def refusal(actual: str) -> ValueError:
+        expectation = f"nest tables and arrays at most {MAX_NESTING} levels deep"
+        return ValueError(message(source, expectation, actual, "flatten it"))
+
+    try:
+        table = tomllib.loads(text)
+    except RecursionError:
+        raise refusal("far deeper") from None
+    path = _too_deep(table, "")
+    if path is not None:
+        raise refusal(f"deeper at {one_line(path, 80)}")
+    return table
+
+
 def parse_value(text: str) -> Any:
     """A ``--set`` value: a TOML literal (``3``, ``0.5``, ``true``, ``[1, 2]``, ``"x"``, an
     inline table), else the bare text as a string."""
     try:
-        return tomllib.loads(f"value = {text}")["value"]
+        return _parse_toml(f"value = {text}", f"--set value {one_line(text, 60)}")["value"]
     except tomllib.TOMLDecodeError:
         return text
 
@@ -704,8 +742,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         actual = "a folder" if path.is_dir() else "a missing file"
         raise FileNotFoundError(message(f"config file {path}", "exist", actual))
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        return _parse_toml(path.read_bytes().decode("utf-8"), f"config file {path}")
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(
             message(f"config file {path}", "be valid TOML", str(exc), "see https://toml.io")

@@ -167,6 +167,17 @@ def test_evaluate_refuses_images_with_other_channels(checkpoint, tmp_path, capsy
     )
 
 
+def test_evaluate_names_every_bad_file_before_scoring_any(checkpoint, tmp_path, capsys):
+    root = write_folder(tmp_path / "set")
+    (root / "images" / "a.png").write_bytes(b"")
+    Image.fromarray(np.full((HEIGHT, WIDTH), 9, np.uint8)).save(root / "masks" / "c.png")
+    code, out, err = run(capsys, "evaluate", checkpoint, root, "--split", "all")
+    lines = err.splitlines()
+    assert code == 2 and out == "" and lines[0] == "pixelwise: error: 2 problems in the data:"
+    assert lines[1].startswith(f"image {root / 'images' / 'a.png'} must be a readable")
+    assert lines[2].startswith(f"mask {root / 'masks' / 'c.png'} must hold classes 0..2")
+
+
 def test_evaluate_refuses_synthetic_layout_for_a_folder(tmp_path, capsys):
     model = create_model("unet", num_classes=2, in_channels=1, depth=2, base_width=4)
     path = save_checkpoint(
@@ -271,11 +282,43 @@ def test_predict_never_overwrites_unless_asked(checkpoint, tmp_path, capsys):
     before = (out_dir / "a_mask.png").stat().st_mtime_ns
     code, _, err = run(capsys, "predict", checkpoint, image, "--out", out_dir)
     assert one_line_error(code, err) == (
-        f"output {out_dir / 'a_mask.png'} must not exist already, got an existing file; "
-        "pass --overwrite to replace it, or choose another output folder"
+        f"output {out_dir / 'a_mask.png'} (and 2 more) must not exist already, got an "
+        "existing file; pass --overwrite to replace it, --skip-existing to predict only the "
+        "images without outputs, or choose another output folder"
     )
     assert (out_dir / "a_mask.png").stat().st_mtime_ns == before
     assert run(capsys, "predict", checkpoint, image, "--out", out_dir, "--overwrite")[0] == 0
+
+
+def test_predict_goes_on_past_bad_images_names_each_and_fails_at_the_end(
+    checkpoint, tmp_path, capsys
+):
+    root = write_folder(tmp_path / "set", stems=("a", "b", "c", "d"))
+    images, out_dir = root / "images", tmp_path / "out"
+    good_b = (images / "b.png").read_bytes()
+    (images / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint8)).save(images / "d.png")  # 1 channel
+    code, out, err = run(capsys, "predict", checkpoint, images, "--out", out_dir)
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("pixelwise: error:")]
+    assert len(errors) == 3
+    assert errors[0].startswith(f"pixelwise: error: image {images / 'b.png'} must be a readable")
+    assert errors[1].startswith(f"pixelwise: error: image {images / 'd.png'} must have 3 chan")
+    assert errors[2] == (
+        "pixelwise: error: 2 of 4 image(s) not predicted (each named above); fix them and rerun "
+        "with --skip-existing"
+    )
+    assert "wrote 2 image(s)" in out
+    written = sorted(p.name for p in out_dir.iterdir())
+    assert written == sorted(f"{s}_{k}.png" for s in "ac" for k in ("mask", "color", "overlay"))
+    # Fixed, the rerun predicts only what is missing and leaves the earlier outputs untouched.
+    (images / "b.png").write_bytes(good_b)
+    (images / "d.png").unlink()
+    before = (out_dir / "a_mask.png").stat().st_mtime_ns
+    code, out, _ = run(capsys, "predict", checkpoint, images, "--out", out_dir, "--skip-existing")
+    assert code == 0 and "wrote 1 image(s)" in out
+    assert (out_dir / "b_mask.png").is_file()
+    assert (out_dir / "a_mask.png").stat().st_mtime_ns == before
 
 
 def test_predict_refuses_to_overwrite_inputs_in_their_folder(checkpoint, tmp_path, capsys):

@@ -20,6 +20,7 @@ from pixelwise.data import (
     TiffStackDataset,
     check_dataset,
     check_splits,
+    check_training_sizes,
     class_frequencies,
 )
 
@@ -299,3 +300,43 @@ def test_both_splits_are_checked_together(make_folder, save):
     lines = str(info.value).splitlines()
     assert lines[0] == "2 problems in the data:"
     assert str(train / "images" / "a.png") in lines[1] and str(val / "masks" / "v.png") in lines[2]
+
+
+def test_mixed_sizes_without_a_crop_are_refused_naming_an_image_of_each_size(make_folder, save):
+    root = make_folder(stems=("a", "b", "c"))
+    save(root / "images" / "b.png", np.zeros((1, 1, 3), np.uint8))
+    save(root / "masks" / "b.png", np.zeros((1, 1), np.uint8))
+    summary = check_dataset(FolderDataset(root, ENC3))
+    assert summary.size_files == {
+        (1, 1): (1, str(root / "images" / "b.png")),
+        (45, 67): (2, str(root / "images" / "a.png")),
+    }
+    with pytest.raises(ValueError) as info:
+        check_training_sizes(summary, crop_size=None, batch_size=4)
+    assert _one_line(info) == (
+        "training images without data.crop_size (batch_size 4) must share one size, got "
+        f"2 of 45×67 (e.g. {root / 'images' / 'a.png'}), 1 of 1×1 ({root / 'images' / 'b.png'}); "
+        "set data.crop_size, or train.batch_size = 1"
+    )
+    # One image a batch, or a crop: nothing to refuse (a 1×1 image is padded up to the crop).
+    assert check_training_sizes(summary, crop_size=None, batch_size=1) == []
+    assert check_training_sizes(summary, crop_size=32, batch_size=4) == []
+
+
+def test_random_scale_or_rotating_non_square_images_need_a_crop(make_folder):
+    summary = check_dataset(FolderDataset(make_folder(), ENC3))  # all 45×67
+    assert check_training_sizes(summary, crop_size=None, batch_size=2) == []
+    with pytest.raises(ValueError, match="not rotate non-square images, got rot90 of 45×67"):
+        check_training_sizes(summary, crop_size=None, batch_size=2, rot90=True)
+    with pytest.raises(ValueError, match=r"not scale at random, got data.scale \(0.5, 2.0\)"):
+        check_training_sizes(summary, crop_size=None, batch_size=2, scale=(0.5, 2.0))
+    assert check_training_sizes(summary, crop_size=None, batch_size=2, scale=(0.5, 0.5)) == []
+
+
+def test_a_crop_larger_than_every_image_is_a_warning_with_the_sizes(make_folder):
+    summary = check_dataset(FolderDataset(make_folder(), ENC3))  # all 45×67
+    assert check_training_sizes(summary, crop_size=(45, 67), batch_size=4) == []
+    assert check_training_sizes(summary, crop_size=(90, 67), batch_size=4) == [
+        "data.crop_size 90×67 is larger than every training image (largest 45×67): at least "
+        "50.0% of each crop is padding; a crop no larger than the images trains faster"
+    ]

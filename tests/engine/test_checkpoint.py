@@ -161,7 +161,9 @@ def test_load_model_with_a_network_loads_an_unregistered_model(tmp_path):
     mean, std = torch.tensor(NORM["mean"])[:, None, None], torch.tensor(NORM["std"])[:, None, None]
     with torch.no_grad():
         assert torch.equal(segmenter(x), model((x - mean) / std))
-    with pytest.raises(ValueError, match=r"^checkpoint weights for model .*UserNet' must match"):
+    with pytest.raises(
+        ValueError, match=r"^checkpoint .*user.pt weights for model .*UserNet' must match"
+    ):
         load_model(path, network=nn.Sequential(nn.Conv2d(2, 3, 1)))
 
 
@@ -269,3 +271,72 @@ def test_a_save_that_fails_midway_leaves_the_old_pair_of_files(tmp_path, monkeyp
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert after == before  # the new .safetensors was not moved in; no temporary is left
     assert load_checkpoint(tmp_path / "last.safetensors").epoch == 1
+
+
+def _rewrite_safetensors(path, header_text: str) -> None:
+    """The safetensors file at ``path`` with its pixelwise metadata replaced."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        weights = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    save_file(weights, str(path), {"format": "pixelwise-checkpoint", "pixelwise": header_text})
+
+
+def test_a_damaged_header_is_one_line_naming_the_file_and_every_bad_field(tmp_path):
+    pt = save(tmp_path / "m.pt", tiny_unet())
+    payload = torch.load(pt, weights_only=True)
+    torch.save({**payload, "class_names": 3, "epoch": "two", "ignore_index": True}, pt)
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(pt)
+    assert str(info.value) == (
+        f"checkpoint {pt} must be a pixelwise checkpoint (a .pt or .safetensors written by "
+        "pixelwise train), got a damaged header: class_names 3 (must be a list of class names); "
+        "ignore_index True (must be an integer); epoch 'two' (must be an integer >= 0)"
+    )
+    safetensors = tmp_path / "m.safetensors"
+    _rewrite_safetensors(safetensors, "{not json")
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(safetensors)
+    assert str(info.value).startswith(
+        f"checkpoint {safetensors} must be a pixelwise checkpoint (a .pt or .safetensors written"
+        " by pixelwise train), got pixelwise metadata that is not JSON ("
+    )
+    _rewrite_safetensors(safetensors, "[1, 2]")
+    with pytest.raises(ValueError, match=r"got pixelwise metadata that is a list$"):
+        load_checkpoint(safetensors)
+    _rewrite_safetensors(safetensors, "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="metadata that is not JSON"):
+        load_checkpoint(safetensors)
+
+
+def test_a_small_file_declaring_a_huge_model_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    pt = save(tmp_path / "m.pt", tiny_unet())
+    payload = torch.load(pt, weights_only=True)
+    args = {**payload["model_args"], "base_width": 4096}
+    torch.save({**payload, "model_args": args}, pt)
+    built = []
+    real = torch.nn.Conv2d.__init__
+
+    def record(self, *a, **k):  # every convolution built off the meta device is recorded
+        real(self, *a, **k)
+        built.append(self.weight.device.type)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "__init__", record)
+    with pytest.raises(ValueError) as info:
+        load_model(pt)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"checkpoint {pt} weights for model 'unet' must match its architecture")
+    stored = sum(t.numel() for t in payload["state_dict"].values())
+    with torch.device("meta"):
+        declared = sum(t.numel() for t in create_model("unet", **args).state_dict().values())
+    assert f"got {stored:,} stored values for {declared:,}; other shapes " in text
+    assert set(built) == {"meta"}  # nothing was allocated for real
+    # A stored tensor of another shape under the right name is named too.
+    payload["state_dict"] = dict(payload["state_dict"])
+    key = next(k for k in payload["state_dict"] if k.endswith("weight"))
+    payload["state_dict"][key] = torch.zeros(1)
+    torch.save(payload, pt)
+    with pytest.raises(ValueError, match=rf"; other shapes {key} \(1,\) for \("):
+        load_model(pt)

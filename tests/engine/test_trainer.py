@@ -16,7 +16,7 @@ from PIL import Image
 
 from pixelwise.config import load_config
 from pixelwise.engine.checkpoint import load_checkpoint, load_model
-from pixelwise.engine.loaders import collate_groups
+from pixelwise.engine.loaders import collate_groups, single_group
 from pixelwise.engine.recipe import image_statistics
 from pixelwise.engine.saver import CheckpointSaver
 from pixelwise.engine.schedule import schedule_factor
@@ -211,7 +211,13 @@ def test_collate_groups_by_size_and_center_crop():
     ]
     groups = collate_groups(samples)
     assert [tuple(g["image"].shape) for g in groups] == [(2, 1, 4, 6), (1, 1, 5, 6)]
-    assert set(groups[0]) == {"image", "mask"}
+    assert set(groups[0]) == {"image", "mask", "paths"} and groups[0]["paths"] == ["a", "c"]
+    with pytest.raises(ValueError) as info:  # a training batch of two sizes names a file of each
+        single_group(groups)
+    assert str(info.value) == (
+        "training images in one batch must share one size, got 4×6 (a), 5×6 (b); "
+        "set data.crop_size, or train.batch_size = 1"
+    )
     x = torch.arange(35).reshape(5, 7)
     assert torch.equal(center_crop(x, (3, 3)), x[1:4, 2:5])
 

@@ -261,10 +261,19 @@ def test_plan_refuses_existing_outputs_unless_overwrite(tmp_path):
         plan_outputs([tmp_path / "a.png"], tmp_path / "out")
     assert str(info.value) == (
         f"output {tmp_path / 'out' / 'a_color.png'} must not exist already, got an existing "
-        "file; pass --overwrite to replace it, or choose another output folder"
+        "file; pass --overwrite to replace it, --skip-existing to predict only the images "
+        "without outputs, or choose another output folder"
     )
     plan = plan_outputs([tmp_path / "a.png"], tmp_path / "out", overwrite=True)
     assert plan == [(tmp_path / "a.png", prediction_paths(tmp_path / "a.png", tmp_path / "out"))]
+    # Skipping: an image with only some outputs is predicted again; one with all is left out.
+    images = [tmp_path / "a.png", tmp_path / "b.png"]
+    assert [i for i, _ in plan_outputs(images, tmp_path / "out", skip_existing=True)] == images
+    for path in prediction_paths(tmp_path / "a.png", tmp_path / "out").values():
+        path.write_bytes(b"")
+    assert [i for i, _ in plan_outputs(images, tmp_path / "out", skip_existing=True)] == [
+        tmp_path / "b.png"
+    ]
 
 
 def test_plan_refuses_an_output_folder_that_is_a_file(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from pixelwise.cli._format import (
@@ -27,6 +28,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # At call time: start-up without torch.
     from tqdm import tqdm
 
+    from pixelwise.data import check_dataset
     from pixelwise.data.build import check_classes, evaluation_dataset, folder_table
     from pixelwise.engine.checkpoint import load_model
     from pixelwise.inference import evaluate_dataset
@@ -37,6 +39,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table["channels"] = checkpoint.in_channels
     dataset = evaluation_dataset(table, args.split)
     check_classes(dataset, checkpoint.num_classes, args.data)
+    with tqdm(total=len(dataset), desc="check", unit="image", leave=False, disable=None) as bar:
+        check_dataset(dataset, progress=bar_progress(bar))  # every bad file named, up front
     segmenter.ignore_index = dataset.ignore_index  # the masks' own unlabelled value
     with tqdm(total=len(dataset), desc="evaluate", unit="image", disable=None) as bar:
         result = evaluate_dataset(segmenter, dataset, progress=bar_progress(bar))
@@ -74,10 +78,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # At call time: start-up without torch.
     from tqdm import tqdm
 
+    from pixelwise._checks import one_line
     from pixelwise.inference import OUTPUT_KINDS, collect_images, plan_outputs, predict_file
+    from pixelwise.report.palette import check_alpha
 
+    check_alpha(args.alpha)
     segmenter = _optimized(args)
-    plan = plan_outputs(collect_images(args.images), args.out, overwrite=args.overwrite)
+    plan = plan_outputs(
+        collect_images(args.images),
+        args.out,
+        overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
+    )
+    failed = []
     for image, paths in tqdm(plan, desc="predict", unit="image", disable=None):
         with tqdm(desc=image.name, unit="tile", leave=False, disable=None) as bar:
 
@@ -85,17 +98,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            predict_file(
-                segmenter,
-                image,
-                paths,
-                alpha=args.alpha,
-                tile=args.tile,
-                tta=args.tta,
-                progress=progress,
-            )
+            try:
+                predict_file(
+                    segmenter,
+                    image,
+                    paths,
+                    alpha=args.alpha,
+                    tile=args.tile,
+                    tta=args.tta,
+                    progress=progress,
+                )
+            except (ValueError, OSError) as problem:  # named; the other images go on
+                if len(plan) == 1:
+                    raise
+                line = str(problem) if str(image) in str(problem) else f"image {image}: {problem}"
+                failed.append(one_line(line))
+                tqdm.write(f"pixelwise: error: {failed[-1]}", file=sys.stderr)
     kinds = ", ".join(f"<stem>_{kind}.png" for kind in OUTPUT_KINDS)
-    print(f"wrote {len(plan)} image(s) × {len(OUTPUT_KINDS)} files to {args.out} ({kinds})")
+    done = len(plan) - len(failed)
+    print(f"wrote {done} image(s) × {len(OUTPUT_KINDS)} files to {args.out} ({kinds})")
+    if failed:
+        print(
+            f"pixelwise: error: {len(failed)} of {len(plan)} image(s) not predicted "
+            "(each named above); fix them and rerun with --skip-existing",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -213,6 +241,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--out", required=True, help="the folder to write <stem>_mask/_color/_overlay.png"
     )
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave out images whose outputs all exist (e.g. a rerun after fixing a bad image)",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     p.add_argument(
         "--tile",

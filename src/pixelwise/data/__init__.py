@@ -12,6 +12,7 @@ from pixelwise.data.checks import (
     DataSummary,
     check_dataset,
     check_splits,
+    check_training_sizes,
     class_frequencies,
     iter_masks,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "build_transforms",
     "check_dataset",
     "check_splits",
+    "check_training_sizes",
     "class_frequencies",
     "elastic_field",
     "iter_masks",

@@ -6,6 +6,7 @@ readers in :mod:`pixelwise.data.datasets`); the summary is data for the command 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +34,7 @@ class DataSummary:
         ignored_pixels: Pixels equal to ``ignore_index``.
         channels: Image channels (the same for every image).
         sizes: The distinct image sizes, (H, W), sorted.
+        size_files: Per distinct size, how many images have it and the first one's path.
     """
 
     num_samples: int
@@ -41,6 +43,7 @@ class DataSummary:
     ignored_pixels: int
     channels: int
     sizes: tuple[tuple[int, int], ...]
+    size_files: Mapping[tuple[int, int], tuple[int, str]] = dataclasses.field(default_factory=dict)
 
     @property
     def class_fractions(self) -> tuple[float, ...]:
@@ -139,7 +142,7 @@ def check_dataset(dataset: SegmentationDataset, progress: Progress | None = None
     num_classes, ignore = dataset.num_classes, dataset.ignore_index
     counts = np.zeros(num_classes, dtype=np.int64)
     ignored, channels, first_path = 0, None, ""
-    sizes: set[tuple[int, int]] = set()
+    size_files: dict[tuple[int, int], tuple[int, str]] = {}
     problems: list[BaseException] = []
     for index in range(len(dataset)):
         try:
@@ -152,7 +155,9 @@ def check_dataset(dataset: SegmentationDataset, progress: Progress | None = None
             if progress is not None:
                 progress(index + 1, len(dataset))
         first_path = first_path or str(sample["path"])
-        sizes.add(tuple(sample["image"].shape[-2:]))
+        size = (int(sample["image"].shape[-2]), int(sample["image"].shape[-1]))
+        count, path = size_files.get(size, (0, str(sample["path"])))
+        size_files[size] = (count + 1, path)
         found, skipped = _count(sample["mask"], num_classes, ignore)
         counts += found
         ignored += skipped
@@ -172,7 +177,8 @@ def check_dataset(dataset: SegmentationDataset, progress: Progress | None = None
         tuple(int(c) for c in counts),
         ignored,
         channels,
-        tuple(sorted(sizes)),
+        tuple(sorted(size_files)),
+        dict(sorted(size_files.items())),
     )
     if summary.absent_classes:
         logger.warning("classes without any pixel: %s", ", ".join(summary.absent_classes))
@@ -203,3 +209,74 @@ def check_splits(
             problems.append(problem)
     raise_problems(problems)
     return summaries
+
+
+def _size_list(summary: DataSummary, shown: int = 4) -> str:
+    """``"3 of 32×32 (e.g. a.png), 1 of 1×1 (b.png)"``, the most common sizes first."""
+    by_count = sorted(summary.size_files.items(), key=lambda item: -item[1][0])
+    parts = [
+        f"{n} of {h}×{w} ({'e.g. ' if n > 1 else ''}{path})"
+        for (h, w), (n, path) in by_count[:shown]
+    ]
+    if len(by_count) > shown:
+        parts.append(f"{len(by_count) - shown} more sizes")
+    return ", ".join(parts)
+
+
+def check_training_sizes(
+    summary: DataSummary,
+    *,
+    crop_size: int | tuple[int, int] | None,
+    batch_size: int,
+    scale: tuple[float, float] | None = None,
+    rot90: bool = False,
+) -> list[str]:
+    """Check that the training images can be batched as configured, before training starts.
+
+    Without a crop, the images of a batch of more than one must share one size: mixed sizes,
+    a random scale (a range, not one fixed factor), or 90° rotations of non-square images are refused in one line naming an
+    image of each size. A crop larger than every image (so that each crop is mostly padding)
+    is not an error; it is returned as a warning line with the sizes.
+
+    Args:
+        summary: :func:`check_dataset` of the training split.
+        crop_size: ``data.crop_size`` (int or (h, w)), or None.
+        batch_size: Training images per batch.
+        scale: ``data.scale``, or None.
+        rot90: ``data.rot90``.
+
+    Returns:
+        Warning lines (empty when all is well).
+    """
+    if crop_size is None:
+        if batch_size == 1:
+            return []
+        fix = "set data.crop_size, or train.batch_size = 1"
+        if len(summary.size_files) > 1:
+            raise ValueError(
+                message(
+                    f"training images without data.crop_size (batch_size {batch_size})",
+                    "share one size",
+                    _size_list(summary),
+                    fix,
+                )
+            )
+        what = f"training with batch_size {batch_size} and without data.crop_size"
+        if scale is not None and scale[0] != scale[1]:  # a fixed scale keeps one size
+            raise ValueError(message(what, "not scale at random", f"data.scale {scale}", fix))
+        [(height, width)] = list(summary.size_files)
+        if rot90 and height != width:
+            raise ValueError(
+                message(what, "not rotate non-square images", f"rot90 of {height}×{width}", fix)
+            )
+        return []
+    crop_h, crop_w = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
+    if any(h >= crop_h and w >= crop_w for h, w in summary.size_files):
+        return []
+    covered = max(min(h, crop_h) * min(w, crop_w) for h, w in summary.size_files)
+    largest = max(summary.size_files, key=lambda size: size[0] * size[1])
+    return [
+        f"data.crop_size {crop_h}×{crop_w} is larger than every training image (largest "
+        f"{largest[0]}×{largest[1]}): at least {1 - covered / (crop_h * crop_w):.1%} of each "
+        "crop is padding; a crop no larger than the images trains faster"
+    ]

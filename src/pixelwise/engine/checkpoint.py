@@ -52,7 +52,7 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from pixelwise._checks import message
+from pixelwise._checks import message, one_line
 from pixelwise._files import atomic_write_all
 from pixelwise.inference._model import model_in_channels, model_parts, unwrap_model
 from pixelwise.inference.segmenter import Segmenter, qualified_name
@@ -91,6 +91,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     training: dict | None
     model_class: str | None = None
+    path: str | None = None  # the file it was read from, for messages
 
     @property
     def num_classes(self) -> int:
@@ -256,7 +257,62 @@ def _read_safetensors(path: Path) -> dict:
         ) from None
     if metadata.get("format") != FORMAT or "pixelwise" not in metadata:
         raise _not_a_checkpoint(path, "safetensors without the pixelwise metadata")
-    return {**json.loads(metadata["pixelwise"]), "state_dict": weights, "training": None}
+    try:
+        header = json.loads(metadata["pixelwise"])
+    except (ValueError, RecursionError) as exc:
+        detail = " ".join(str(exc).split())[:120]
+        raise _not_a_checkpoint(path, f"pixelwise metadata that is not JSON ({detail})") from None
+    if not isinstance(header, dict):
+        raise _not_a_checkpoint(path, f"pixelwise metadata that is a {type(header).__name__}")
+    return {**header, "state_dict": weights, "training": None}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_names(value: object) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(n, str) for n in value)
+
+
+# What each header field must be, as (test, what it must be); None passes where allowed.
+_FIELD_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "model_name": (lambda v: v is None or isinstance(v, str), "a model name or null"),
+    "model_args": (
+        lambda v: isinstance(v, Mapping) and all(isinstance(k, str) for k in v),
+        "a table of arguments",
+    ),
+    "class_names": (lambda v: _is_names(v) and len(v) > 0, "a list of class names"),
+    "ignore_index": (_is_int, "an integer"),
+    "normalisation": (lambda v: isinstance(v, Mapping), "a table of mean and std"),
+    "config": (lambda v: isinstance(v, Mapping), "a table"),
+    "epoch": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "metrics": (lambda v: isinstance(v, Mapping), "a table"),
+    "state_dict": (
+        lambda v: (
+            isinstance(v, Mapping)
+            and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
+        ),
+        "a table of named tensors",
+    ),
+    "training": (lambda v: v is None or isinstance(v, Mapping), "a table or null"),
+    "model_class": (lambda v: v is None or isinstance(v, str), "a class name or null"),
+}
+
+
+def _check_header(path: Path, payload: Mapping) -> None:
+    """Refuse a checkpoint whose header fields are missing or of the wrong kind, all of them
+    named in one line (e.g. ``class_names`` a number), before anything uses them."""
+    missing = [k for k in (*_HEADER, "state_dict") if k not in payload]
+    if missing:
+        raise _not_a_checkpoint(path, f"a file without {missing}")
+    wrong = [
+        f"{key} {one_line(repr(payload[key]), 40)} (must be {what})"
+        for key, (test, what) in _FIELD_RULES.items()
+        if not test(payload.get(key))
+    ]
+    if wrong:
+        raise _not_a_checkpoint(path, f"a damaged header: {'; '.join(wrong)}")
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -273,14 +329,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             message(f"checkpoint {path}", "be an existing file", actual, "e.g. runs/<run>/best.pt")
         )
     payload = _read_safetensors(path) if path.suffix == ".safetensors" else _read_pt(path)
-    missing = [k for k in (*_HEADER, "state_dict") if k not in payload]
-    if missing:
-        raise _not_a_checkpoint(path, f"a file without {missing}")
-    name = payload["model_name"]
+    _check_header(path, payload)
     return Checkpoint(
-        model_name=None if name is None else str(name),
+        model_name=payload["model_name"],
         model_args=dict(payload["model_args"]),
-        class_names=tuple(str(n) for n in payload["class_names"]),
+        class_names=tuple(payload["class_names"]),
         ignore_index=int(payload["ignore_index"]),
         normalisation=dict(payload["normalisation"]),
         config=dict(payload["config"]),
@@ -289,6 +342,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         state_dict=dict(payload["state_dict"]),
         training=payload.get("training"),
         model_class=payload.get("model_class"),
+        path=str(path),
     )
 
 
@@ -302,22 +356,65 @@ def rebuild_args(model_args: Mapping) -> dict:
     return {k: (None if k.endswith("_weights") else v) for k, v in model_args.items()}
 
 
-def _load_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
-    result = model.load_state_dict(checkpoint.state_dict, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        what = checkpoint.model_name or checkpoint.model_class or type(model).__name__
+def _check_weights(
+    expected: Mapping[str, torch.Tensor], checkpoint: Checkpoint, what: str, declared: str = ""
+) -> None:
+    """Refuse stored weights whose names or shapes differ from ``expected`` (a model's
+    ``state_dict``, real or on the meta device), in one line with counts and examples;
+    ``declared`` says where ``expected`` came from."""
+    stored = checkpoint.state_dict
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    reshaped = [
+        f"{k} {tuple(stored[k].shape)} for {tuple(t.shape)}"
+        for k, t in expected.items()
+        if k in stored and stored[k].shape != t.shape
+    ]
+    if missing or unexpected or reshaped:
+        source = (
+            f"checkpoint {checkpoint.path} weights" if checkpoint.path else "checkpoint weights"
+        )
+        expected_size = sum(t.numel() for t in expected.values())
+        stored_size = sum(t.numel() for t in stored.values())
+        found = [f"{stored_size:,} stored values for {expected_size:,}"]
+        for label, keys in (("other shapes", reshaped), ("missing", missing)):
+            if keys:
+                found.append(f"{label} {', '.join(keys[:2])}" + (" …" if len(keys) > 2 else ""))
+        if unexpected:
+            found.append(f"unexpected {', '.join(unexpected[:2])}")
         raise ValueError(
             message(
-                f"checkpoint weights for model '{what}'",
-                "match the rebuilt model",
-                f"missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}",
-                "the checkpoint was written by an incompatible version of the model",
+                f"{source} for {what}",
+                "match its architecture",
+                "; ".join(found) + declared,
+                "the checkpoint was written for another model or version, or was altered",
             )
         )
 
 
+def _load_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
+    what = checkpoint.model_name or checkpoint.model_class or type(model).__name__
+    _check_weights(model.state_dict(), checkpoint, f"model '{what}'")
+    model.load_state_dict(checkpoint.state_dict)
+
+
+def _check_declared_shapes(checkpoint: Checkpoint) -> None:
+    """Build the declared architecture on the meta device (no memory, no arithmetic) and
+    compare its tensors with the stored ones, so that a small file declaring a huge model
+    (``base_width=4096``) is refused before anything is allocated."""
+    args = rebuild_args(checkpoint.model_args)
+    with torch.device("meta"):
+        declared = create_model(checkpoint.model_name, **args).state_dict()
+    what = f"model '{checkpoint.model_name}'"
+    _check_weights(declared, checkpoint, what, f" (declared: {one_line(args, 100)})")
+
+
 def build_model(checkpoint: Checkpoint, *, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the checkpoint's model through the registry, load its weights, eval mode."""
+    """Rebuild the checkpoint's model through the registry, load its weights, eval mode.
+
+    The declared architecture is checked against the stored tensors first (names and shapes,
+    on the meta device), so nothing larger than the file is ever built.
+    """
     if checkpoint.model_name is None:
         raise ValueError(
             message(
@@ -328,6 +425,7 @@ def build_model(checkpoint: Checkpoint, *, device: str | torch.device = "cpu") -
                 "module.load_state_dict(load_checkpoint(path).state_dict)",
             )
         )
+    _check_declared_shapes(checkpoint)
     model = create_model(checkpoint.model_name, **rebuild_args(checkpoint.model_args))
     _load_weights(model, checkpoint)
     return model.to(device).eval()
@@ -363,13 +461,14 @@ def load_model(
         else:
             _load_weights(unwrap_model(network), checkpoint)
             network = network.to(device).eval()
-    except (ValueError, TypeError) as exc:
-        raise type(exc)(f"{exc} (checkpoint {path})") from None
-    segmenter = Segmenter(
-        network,
-        Normalize.from_dict(checkpoint.normalisation).to(device),
-        class_names=checkpoint.class_names,
-        ignore_index=checkpoint.ignore_index,
-    )
+        segmenter = Segmenter(
+            network,
+            Normalize.from_dict(checkpoint.normalisation).to(device),
+            class_names=checkpoint.class_names,
+            ignore_index=checkpoint.ignore_index,
+        )
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        text = one_line(exc)
+        raise ValueError(text if str(path) in text else f"{text} (checkpoint {path})") from None
     segmenter.checkpoint = checkpoint
     return segmenter.eval()

@@ -27,8 +27,9 @@ _TENSOR_KEYS = ("image", "mask", "weight")
 def collate_groups(samples: list[Mapping[str, Any]]) -> list[dict[str, torch.Tensor]]:
     """Stack samples into batches of ``image``, ``mask`` (and ``weight``), one per image size.
 
-    Validation images may differ in size (a batch is then split by size); other keys (paths,
-    instance labels) are dropped.
+    Validation images may differ in size (a batch is then split by size); the samples'
+    ``path`` values are kept as a list under ``paths`` (for messages); other keys (instance
+    labels) are dropped.
 
     Shape:
         each batch: image (N, C, H, W), mask (N, H, W), weight (N, H, W).
@@ -36,10 +37,15 @@ def collate_groups(samples: list[Mapping[str, Any]]) -> list[dict[str, torch.Ten
     groups: dict[tuple[int, ...], list[Mapping[str, Any]]] = {}
     for sample in samples:
         groups.setdefault(tuple(sample["image"].shape), []).append(sample)
-    return [
-        {key: torch.stack([s[key] for s in group]) for key in _TENSOR_KEYS if key in group[0]}
-        for group in groups.values()
-    ]
+    batches: list[dict[str, Any]] = []
+    for group in groups.values():
+        batch: dict[str, Any] = {
+            key: torch.stack([s[key] for s in group]) for key in _TENSOR_KEYS if key in group[0]
+        }
+        if "path" in group[0]:
+            batch["paths"] = [str(s["path"]) for s in group]
+        batches.append(batch)
+    return batches
 
 
 class ResumableSampler(Sampler[int]):
@@ -110,12 +116,16 @@ def eval_loader(
 def single_group(groups: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The one batch of a training step: training images must share one size."""
     if len(groups) != 1:
-        sizes = [tuple(g["image"].shape[-2:]) for g in groups]
+        found = []
+        for group in groups:
+            height, width = group["image"].shape[-2:]
+            paths = group.get("paths")
+            found.append(f"{height}×{width}" + (f" ({paths[0]})" if paths else ""))
         raise ValueError(
             message(
                 "training images in one batch",
                 "share one size",
-                f"sizes {sizes}",
+                ", ".join(found),
                 "set data.crop_size, or train.batch_size = 1",
             )
         )

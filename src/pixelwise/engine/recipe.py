@@ -24,7 +24,13 @@ from torch.utils.data import Dataset
 from pixelwise import _device
 from pixelwise._checks import message
 from pixelwise.config import RunConfig, TrainConfig
-from pixelwise.data import build_datasets, check_splits, iter_masks
+from pixelwise.data import (
+    DataSummary,
+    build_datasets,
+    check_splits,
+    check_training_sizes,
+    iter_masks,
+)
 from pixelwise.engine import distributed
 from pixelwise.engine.schedule import build_optimizer, build_scheduler
 from pixelwise.engine.task import SegmentationTask
@@ -163,6 +169,20 @@ def build_model_seeded(name: str, seed: int, **kwargs: object) -> nn.Module:
         return create_model(name, **kwargs)
 
 
+def _check_training_sizes(config: RunConfig, summary: DataSummary) -> None:
+    """Refuse training images that cannot be batched as configured; warn of a crop larger
+    than every image."""
+    data = config.data
+    for line in check_training_sizes(
+        summary,
+        crop_size=data.crop_size,
+        batch_size=config.train.batch_size,
+        scale=data.scale,
+        rot90=data.rot90,
+    ):
+        logger.warning(line)
+
+
 def build_parts(config: RunConfig, *, device: torch.device, rank: int = 0) -> RunParts:
     """Build the data, normalisation, class weights, model and loss of ``config``. Data read
     from files is checked whole first (:func:`pixelwise.data.check_splits`): a bad file in
@@ -177,7 +197,8 @@ def build_parts(config: RunConfig, *, device: torch.device, rank: int = 0) -> Ru
     augment = torch.Generator().manual_seed(seed + 1_000_003 * rank)
     train_set, val_set = build_datasets(config.data, generator=augment)
     if config.data.layout != "synthetic":  # files on disk: every one read before training
-        check_splits({"train": train_set, "val": val_set})
+        summaries = check_splits({"train": train_set, "val": val_set})
+        _check_training_sizes(config, summaries["train"])
     first = train_set.load_sample(0)
     _check_weight_maps(config, first)
     in_channels = int(first["image"].shape[0])

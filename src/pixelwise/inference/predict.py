@@ -144,28 +144,49 @@ def prediction_paths(image: Path, out_dir: Path) -> dict[str, Path]:
 
 
 def plan_outputs(
-    images: Sequence[Path], out_dir: str | Path, *, overwrite: bool = False
+    images: Sequence[Path],
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    skip_existing: bool = False,
 ) -> list[tuple[Path, dict[str, Path]]]:
     """Pair each image with its output paths, refusing before anything is written.
 
     An output may never be one of the inputs (even with ``overwrite``); an existing output is
-    replaced only with ``overwrite``.
+    replaced only with ``overwrite``. With ``skip_existing`` an image whose outputs all exist
+    is left out (one with only some of them is predicted again). Refusals name the first
+    output concerned and count the others.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(message(f"output folder {out_dir}", "be a folder", "a file"))
-    plan = []
+    plan, existing = [], []
     for image in images:
         paths = prediction_paths(image, out_dir)
+        if skip_existing and all(path.is_file() for path in paths.values()):
+            continue
         for path in paths.values():
             check_output(
                 path,
                 images,
-                overwrite=overwrite,
+                overwrite=True,
                 kind="input image",
                 fix="choose an output folder other than the images' folder",
             )
+            if path.exists() and not (overwrite or skip_existing):
+                existing.append(path)
         plan.append((Path(image), paths))
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(
+            message(
+                f"output {existing[0]}{more}",
+                "not exist already",
+                "an existing file",
+                "pass --overwrite to replace it, --skip-existing to predict only the images "
+                "without outputs, or choose another output folder",
+            )
+        )
     return plan
 
 

@@ -208,6 +208,13 @@ def to_rgb(image: object) -> np.ndarray:
     return as_rgb8(array.transpose(1, 2, 0))
 
 
+def check_alpha(alpha: object) -> float:
+    """An overlay opacity: a number in [0, 1]; returns it."""
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
+        raise ValueError(message("alpha", "lie in [0, 1]", repr(alpha)))
+    return float(alpha)
+
+
 def overlay(
     image: np.ndarray,
     mask: np.ndarray,
@@ -232,8 +239,7 @@ def overlay(
     Shape:
         image: (H, W) or (H, W, C); mask: (H, W); returns (H, W, 3) uint8.
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
-        raise ValueError(message("alpha", "lie in [0, 1]", repr(alpha)))
+    check_alpha(alpha)
     base = as_rgb8(image)
     colors = colorize(mask, palette, ignore_index=ignore_index)
     if base.shape[:2] != colors.shape[:2]:
