@@ -3,6 +3,7 @@
 One module per command family adds its own subcommands (``add_parser``):
 :mod:`~pixelwise.cli.tools` (models, shapes, weightmap), :mod:`~pixelwise.cli.checkpoint`
 (evaluate, predict, info, export), :mod:`~pixelwise.cli.data` (check-data),
+:mod:`~pixelwise.cli.plan` (plan),
 :mod:`~pixelwise.cli.train` and :mod:`~pixelwise.cli.stylize`. The commands import torch and
 the library when they run, so ``pixelwise --help`` and ``--version`` start without them.
 
@@ -19,13 +20,13 @@ import sys
 from collections.abc import Sequence
 
 from pixelwise import __version__
-from pixelwise.cli import checkpoint, data, stylize, tools, train
+from pixelwise.cli import checkpoint, data, plan, stylize, tools, train
 from pixelwise.cli._format import count_parameters, parse_option
 from pixelwise.cli.train import _TrainBars
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 # In the order `pixelwise --help` lists them.
-_COMMANDS = (tools, checkpoint, data, train, stylize)
+_COMMANDS = (tools, checkpoint, data, plan, train, stylize)
 
 __all__ = ["USER_ERRORS", "_TrainBars", "build_parser", "count_parameters", "main", "parse_option"]
 

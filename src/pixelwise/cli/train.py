@@ -17,8 +17,9 @@ import json
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
-from pixelwise.cli._format import score
+from pixelwise.cli._format import message, score
 
 
 class _Budget:
@@ -177,10 +178,21 @@ def _progress() -> _TrainBars | _TrainLines:
     return _TrainLines()
 
 
-def _train_argv(args: argparse.Namespace) -> list[str]:
-    """The ``pixelwise train`` command line of ``args`` without ``--nproc``, for the workers."""
+def _train_argv(args: argparse.Namespace, plan_text: str | None = None) -> list[str]:
+    """The ``pixelwise train`` command line of ``args`` without ``--nproc``, for the workers;
+    a data folder's plan (``plan_text``) goes to them as a config file, planned once."""
     argv = ["--debug"] if args.debug else []
-    argv += ["train", *([args.config] if args.config else [])]
+    config = args.config
+    if plan_text is not None:
+        import tempfile
+
+        from pixelwise._files import write_text_atomic
+
+        config = str(Path(tempfile.mkdtemp(prefix="pixelwise-plan-")) / "plan.toml")
+        write_text_atomic(config, plan_text)
+    argv += ["train", *([config] if config else [])]
+    if args.minutes is not None and plan_text is None:
+        argv += ["--minutes", str(args.minutes)]
     for text in args.set or ():
         argv += ["--set", text]
     if args.resume:
@@ -210,24 +222,69 @@ def _print_result(result: object) -> None:
         print(f"resume with: pixelwise train --resume {result.last_path}")
 
 
+def _planned(args: argparse.Namespace) -> tuple[dict | None, str | None]:
+    """With a data folder in place of a config: the plan's tables and its TOML text (the
+    data folder planned for ``--minutes``); else (None, None)."""
+    from pathlib import Path
+
+    if not (args.config and Path(args.config).is_dir()):
+        return None, None
+    if args.resume:
+        raise ValueError(
+            message("--resume", "come without a data folder", args.config, "drop the folder")
+        )
+    from pixelwise.cli.plan import DEFAULT_MINUTES, plan_folder
+
+    minutes = DEFAULT_MINUTES if args.minutes is None else args.minutes
+    plan, text = plan_folder(args.config, minutes, device=_device_choice(args))
+    return {k: dict(v) for k, v in plan.tables.items()}, text
+
+
+def _device_choice(args: argparse.Namespace) -> str:
+    """A ``--set train.device=...`` given with a data folder is the device the plan measures."""
+    for text in args.set or ():
+        key, _, value = text.partition("=")
+        if key.strip() == "train.device":
+            return value.strip().strip("\"'")
+    return "auto"
+
+
+def _keep_plan(text: str | None) -> object:
+    """A progress callback that writes the plan's TOML into the run folder when it starts."""
+
+    def keep(event: str, info: Mapping[str, object]) -> None:
+        if event == "run_start" and text is not None:
+            from pixelwise._files import write_text_atomic
+
+            write_text_atomic(info["run_dir"] / "plan.toml", text)
+
+    return keep
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     # At call time: start-up without torch.
     from pixelwise.config import load_config
     from pixelwise.engine import distributed
     from pixelwise.engine.checkpoint import load_checkpoint
+    from pixelwise.engine.events import Callbacks
 
+    planned, plan_text = _planned(args)
     overrides = list(args.set or ())
+    if args.minutes is not None and planned is None:
+        overrides.append(f"train.time_limit_minutes={float(args.minutes)!r}")
     if args.out_dir:
         overrides.append(f"train.out_dir={json.dumps(args.out_dir)}")
     base = load_checkpoint(args.resume).config if args.resume and not args.config else None
-    config = load_config(args.config, overrides, base=base)  # a bad config fails before launching
+    path = None if planned is not None else args.config
+    config = load_config(path, overrides, base=planned if planned is not None else base)
     if args.nproc != 1 and not distributed.context().enabled:
-        return distributed.launch(_train_argv(args), args.nproc)
+        return distributed.launch(_train_argv(args, plan_text), args.nproc)
     from pixelwise.engine.trainer import Trainer
 
     main_process = distributed.context().is_main
     progress = _progress() if main_process else None
-    trainer = Trainer(config, progress=progress)
+    callbacks = Callbacks([progress, _keep_plan(plan_text)]) if main_process else None
+    trainer = Trainer(config, progress=callbacks)
     try:
         result = trainer.fit(resume=args.resume)
     finally:
@@ -242,13 +299,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``train``."""
     p = sub.add_parser(
-        "train", help="train a model from a run config (default: U-Net on the built-in data)"
+        "train",
+        help="train a model from a run config or a data folder (default: U-Net on the built-in "
+        "data)",
     )
     p.add_argument(
         "config",
         nargs="?",
-        metavar="CONFIG.toml",
-        help="the run config; omitted: the built-in job, or the checkpoint's config with --resume",
+        metavar="CONFIG.toml|DATA",
+        help="the run config, or a data folder to plan for (see pixelwise plan); omitted: the "
+        "built-in job, or the checkpoint's config with --resume",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        metavar="M",
+        help="the training budget: what a data folder is planned for (default 15), or "
+        "train.time_limit_minutes of a config",
     )
     p.add_argument(
         "--set",

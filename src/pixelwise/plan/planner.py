@@ -1,0 +1,287 @@
+"""The plan: a run config chosen from a data fingerprint, measured speeds and a time budget.
+
+:func:`candidates` lists the configurations worth measuring on this machine (one model at a
+few widths, at the crop and batch the data and device allow); :func:`choose` is a pure
+function of the :class:`~pixelwise.plan.fingerprint.Fingerprint`, the measured
+:class:`Speed` of each candidate and the budget, and returns a :class:`Plan`: the run
+config's tables, a reason for each choice, and the candidates' table.
+
+The rules, and the measurements behind them, are in ``docs/PLANNING.md``. In short: under a
+budget the network that trains enough iterations wins over a wider one that trains few, so
+the widest candidate that reaches :data:`MIN_ITERATIONS` in the budget is chosen; the
+learning rate decays over the budget (poly over time); class weights only where classes are
+many and some rare (they move a binary decision threshold away from the best pixel error);
+no elastic deformation at budgets where every iteration counts; flips and rotations unless
+the scenes have an up direction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+from pixelwise.plan.fingerprint import Fingerprint
+
+# Iterations a budget should buy: the widest candidate that reaches this is chosen.
+MIN_ITERATIONS = 800
+# When no candidate reaches MIN_ITERATIONS: the widest within this share of the most iterations.
+NEAR_FASTEST = 0.8
+# The share of the budget validation may take, and the most validations worth running.
+VALIDATION_SHARE = 0.08
+MAX_VALIDATIONS = 20
+# Fewer validation images (or pixels) than this is too few to trust the best checkpoint by.
+MIN_VAL_IMAGES = 4
+MIN_VAL_PIXELS = 512 * 512
+# Widths measured for the U-Net, narrowest first, and its crop when images allow.
+WIDTHS = (8, 16, 32)
+CROP = 256
+# Classes rarer than this share of the labelled pixels (with three classes or more) get
+# median-frequency weights.
+RARE_CLASS = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One configuration to measure: model, options, training crop and batch size."""
+
+    model: str
+    options: Mapping[str, object]
+    crop: int | None
+    batch: int
+
+    @property
+    def label(self) -> str:
+        width = self.options.get("base_width")
+        return f"{self.model}" + (f" w{width}" if width else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Speed:
+    """A candidate measured on this machine: seconds per training iteration, and validation
+    throughput in pixels per second (forward only); ``fits`` is False when it ran out of
+    memory."""
+
+    step_seconds: float
+    eval_pixels_per_second: float
+    fits: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A chosen run config and why.
+
+    Attributes:
+        tables: The run config, section → keys (what ``pixelwise train`` reads).
+        reasons: ``"section.key"`` → why it was chosen (the TOML's comments).
+        rows: One per candidate: label, parameters or None, seconds per iteration,
+            iterations in the budget, chosen.
+        warnings: Lines to print (a validation split too small to trust, ...).
+    """
+
+    tables: Mapping[str, Mapping[str, object]]
+    reasons: Mapping[str, str]
+    rows: Sequence[tuple[str, float, int, bool]]
+    warnings: Sequence[str] = ()
+
+
+def crop_for(fp: Fingerprint, divisor: int = 16) -> int | None:
+    """The training crop: :data:`CROP` when every image holds it, else the largest multiple
+    of ``divisor`` inside the smallest image; None when all images share one small size (the
+    whole image trains)."""
+    smallest = min(min(h, w) for h, w in fp.sizes)
+    if smallest >= CROP:
+        return CROP
+    if len(set(fp.sizes)) == 1:
+        return None
+    return max(divisor, smallest // divisor * divisor)
+
+
+def candidates(fp: Fingerprint, device: str = "cpu", model: str = "unet") -> list[Candidate]:
+    """The configurations worth measuring for ``fp`` on ``device``: ``model`` at each width of
+    :data:`WIDTHS` (other models at their defaults), depth 4 (3 for crops under 128)."""
+    crop = crop_for(fp)
+    side = crop or min(fp.median_size)
+    batch = 8 if device == "cuda" else (4 if side >= 128 else 8)
+    if model != "unet":
+        return [Candidate(model, {}, crop, batch)]
+    depth = 4 if side >= 128 else 3
+    common = {"depth": depth, "padding": "same", "batch_norm": True}
+    return [Candidate("unet", {**common, "base_width": w}, crop, batch) for w in WIDTHS]
+
+
+def _iterations(speed: Speed, seconds: float) -> int:
+    usable = seconds * (1 - VALIDATION_SHARE)
+    return int(usable / speed.step_seconds) if speed.fits and speed.step_seconds > 0 else 0
+
+
+def pick(options: Sequence[Candidate], speeds: Mapping[str, Speed], seconds: float) -> Candidate:
+    """The widest candidate (the last of ``options``) that trains :data:`MIN_ITERATIONS` in
+    ``seconds``; when none does, the widest that trains at least :data:`NEAR_FASTEST` of the
+    fastest one's iterations (a narrower network that is hardly faster is no gain)."""
+    fitting = [c for c in options if speeds[c.label].fits]
+    if not fitting:
+        raise ValueError("no candidate configuration fits in this device's memory")
+    counts = {c.label: _iterations(speeds[c.label], seconds) for c in fitting}
+    enough = [c for c in fitting if counts[c.label] >= MIN_ITERATIONS]
+    if enough:
+        return enough[-1]
+    most = max(counts.values())
+    return [c for c in fitting if counts[c.label] >= NEAR_FASTEST * most][-1]
+
+
+def _split(fp: Fingerprint) -> tuple[dict[str, object], str, list[str]]:
+    """The validation split keys, the reason, and a warning when it is too small."""
+    if fp.layout.layout == "camvid":
+        n_val, keys, reason = fp.num_val, {}, "the layout's own val/ split"
+    else:
+        fraction = 0.2
+        n_val = max(1, round(fp.num_images * fraction))
+        keys = {"val_fraction": fraction, "shuffle_split": True, "seed": 0}
+        reason = f"a random fifth of the {fp.num_images} samples ({n_val}), seeded"
+        manifest = fp.manifest
+        if manifest:
+            keys["manifest"] = manifest
+            reason += f", stratified by the group column of {manifest}"
+    height, width = fp.median_size
+    warnings = []
+    if n_val < MIN_VAL_IMAGES or n_val * height * width < MIN_VAL_PIXELS:
+        warnings.append(
+            f"the validation split has {n_val} of {fp.num_images + fp.num_val} images "
+            f"({height}×{width}): too few to trust the best checkpoint by; add images or "
+            "judge the run by last.pt"
+        )
+    return keys, reason, warnings
+
+
+def _loss(fp: Fingerprint) -> tuple[dict[str, object], str]:
+    k = fp.num_classes
+    rare = [f for f in fp.class_fractions if f < RARE_CLASS]
+    if k >= 3 and rare:
+        return (
+            {"name": "ce", "class_weights": "median_frequency"},
+            f"{len(rare)} of {k} classes under {RARE_CLASS:.0%} of the pixels: median-frequency "
+            "class weights (SegNet) keep them from being ignored",
+        )
+    return (
+        {"name": "ce", "class_weights": "none"},
+        "plain cross entropy: class weights would move the decision threshold away from the "
+        "best pixel accuracy",
+    )
+
+
+def _augmentation(fp: Fingerprint) -> tuple[dict[str, object], str]:
+    if fp.upright:
+        return (
+            {"hflip": True, "vflip": False, "rot90": False, "elastic_std": 0.0},
+            "the scenes have an up direction (top and bottom differ): left-right flips only",
+        )
+    return (
+        {"hflip": True, "vflip": True, "rot90": True, "elastic_std": 0.0},
+        "no up direction: flips and 90° rotations; no elastic deformation, which costs "
+        "iterations a budget cannot spare",
+    )
+
+
+def _validation(fp: Fingerprint, speed: Speed, chosen: Candidate, seconds: float) -> int:
+    """``train.val_every`` (epochs) so that validation takes about :data:`VALIDATION_SHARE`
+    of the budget, and happens at most :data:`MAX_VALIDATIONS` times."""
+    height, width = fp.median_size
+    n_val = fp.num_val or max(1, round(fp.num_images * 0.2))
+    n_train = max(1, fp.num_images - (0 if fp.num_val else n_val))
+    once = n_val * height * width / max(speed.eval_pixels_per_second, 1e-9)
+    allowed = max(1, min(MAX_VALIDATIONS, int(VALIDATION_SHARE * seconds / max(once, 1e-9))))
+    epoch = math.ceil(n_train / chosen.batch) * speed.step_seconds
+    epochs = max(1, int(seconds / max(epoch, 1e-9)))
+    return max(1, math.ceil(epochs / allowed))
+
+
+def choose(
+    fp: Fingerprint,
+    speeds: Mapping[str, Speed],
+    minutes: float,
+    *,
+    device: str = "cpu",
+    options: Sequence[Candidate] | None = None,
+) -> Plan:
+    """The run config for ``fp`` in ``minutes`` on ``device``, from the measured ``speeds``
+    (by candidate label); a pure function (tested with fixed figures)."""
+    if fp.proposal.encoding is None:
+        raise ValueError(f"no mask encoding for {fp.root}: {fp.proposal.reason}")
+    seconds = minutes * 60.0
+    options = list(options) if options is not None else candidates(fp, device)
+    chosen = pick(options, speeds, seconds)
+    speed = speeds[chosen.label]
+    iterations = _iterations(speed, seconds)
+    split, split_reason, warnings = _split(fp)
+    augmentation, augmentation_reason = _augmentation(fp)
+    loss, loss_reason = _loss(fp)
+    data = {**fp.layout.table(fp.root), "channels": fp.channels, **split, **augmentation}
+    if fp.layout.layout != "instances":
+        data["encoding"] = fp.proposal.encoding.to_config()
+    if chosen.crop is not None:
+        data["crop_size"] = chosen.crop
+    n_train = max(1, fp.num_images - (0 if fp.num_val else max(1, round(fp.num_images * 0.2))))
+    per_epoch = math.ceil(n_train / chosen.batch)
+    train = {
+        "epochs": max(1, math.ceil(3 * iterations / per_epoch)),  # the clock stops it first
+        "time_limit_minutes": float(minutes),
+        "batch_size": chosen.batch,
+        "val_every": _validation(fp, speed, chosen, seconds),
+        "normalisation": "dataset",
+        "metric": "mean_iou",
+        "amp": device == "cuda",
+        "seed": 0,
+    }
+    tables = {
+        "data": data,
+        "model": {"name": chosen.model, "options": dict(chosen.options)},
+        "loss": loss,
+        "optim": {"name": "adam", "lr": 1e-3},
+        "schedule": {"name": "poly", "power": 0.9, "over": "time"},
+        "train": train,
+    }
+    reasons = {
+        "data.layout": f"found {fp.layout.layout}",
+        "data.encoding": fp.proposal.reason,
+        "data.val_fraction": split_reason,
+        "data.hflip": augmentation_reason,
+        "data.crop_size": _crop_reason(fp, chosen.crop),
+        "model.name": _model_reason(chosen, iterations, minutes),
+        "loss.name": loss_reason,
+        "optim.name": "Adam at 1e-3",
+        "schedule.name": "poly decay over the time budget: the rate reaches 0 as time runs out",
+        "train.batch_size": f"{chosen.batch} {'(CUDA)' if device == 'cuda' else 'on the CPU'}",
+        "train.val_every": "validation takes about "
+        f"{VALIDATION_SHARE:.0%} of the budget, {MAX_VALIDATIONS} times at most",
+        "train.amp": "mixed precision on CUDA" if device == "cuda" else "float32 on the CPU",
+    }
+    rows = [
+        (c.label, speeds[c.label].step_seconds, _iterations(speeds[c.label], seconds), c == chosen)
+        for c in options
+    ]
+    return Plan(tables, reasons, rows, tuple(warnings))
+
+
+def _crop_reason(fp: Fingerprint, crop: int | None) -> str:
+    height, width = fp.median_size
+    if crop is None:
+        return f"every image is {height}×{width}: whole images train"
+    return f"random {crop}×{crop} crops of {height}×{width} images (median)"
+
+
+def _model_reason(chosen: Candidate, iterations: int, minutes: float) -> str:
+    if iterations >= MIN_ITERATIONS:
+        return (
+            f"{chosen.label}: the widest measured that trains {MIN_ITERATIONS}+ iterations in "
+            f"{minutes:g} min (≈{iterations:,} here)"
+        )
+    return (
+        f"{chosen.label}: none measured trains {MIN_ITERATIONS} iterations in {minutes:g} min; "
+        f"the widest within {NEAR_FASTEST:.0%} of the fastest (≈{iterations:,} here)"
+    )
+
+
+def tile_for(fp: Fingerprint) -> int:
+    """The prediction tile: 512, or the largest image side when images are smaller."""
+    return min(512, max(max(size) for size in fp.sizes))
