@@ -197,9 +197,14 @@ def threads_per_job(jobs: int) -> int:
 
 
 def train_all(
-    runs: Mapping[str, Sequence[str]], config: Path, out: Path, data: Path, jobs: int = 1
+    runs: Mapping[str, Sequence[str]],
+    config: Path | Mapping[str, Path],
+    out: Path,
+    data: Path,
+    jobs: int = 1,
 ) -> dict[str, Run]:
-    """Train each ``label -> overrides`` of ``runs``; ``jobs`` at a time.
+    """Train each ``label -> overrides`` of ``runs``; ``jobs`` at a time. ``config`` is the run
+    config of every label, or one per label.
 
     With ``jobs == 1`` one after another in this process, every run with all the cores.
     Otherwise each run is ``python -m pixelwise train ...`` in its own process with
@@ -210,15 +215,16 @@ def train_all(
         SystemExit: a training failed: the end of its log is printed, the script stops with
             status 2.
     """
+    configs = config if isinstance(config, Mapping) else dict.fromkeys(runs, config)
     if jobs <= 1:
-        return {label: train(label, config, o, out, data) for label, o in runs.items()}
+        return {label: train(label, configs[label], o, out, data) for label, o in runs.items()}
     threads = str(threads_per_job(jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     labels, done = list(runs), {}
     for first in range(0, len(labels), jobs):
         started = {}
         for label in labels[first : first + jobs]:
-            argv, parent = _train_argv(label, config, runs[label], out, data)
+            argv, parent = _train_argv(label, configs[label], runs[label], out, data)
             parent.mkdir(parents=True, exist_ok=True)
             log = (out / "runs" / f"{label}.log").open("w")
             command = [sys.executable, "-m", "pixelwise", *argv]
@@ -286,7 +292,10 @@ def newest_run(label: str, out: Path, minutes: float, walls: Mapping[str, float]
 
 
 def runs_for(
-    args: argparse.Namespace, name: str, runs: Mapping[str, Sequence[str]], config: Path
+    args: argparse.Namespace,
+    name: str,
+    runs: Mapping[str, Sequence[str]],
+    config: Path | Mapping[str, Path],
 ) -> dict[str, Run]:
     """Train each ``label -> overrides`` (:func:`train_all`, ``args.jobs`` at a time), or with
     ``--rescore`` take the newest finished run of each label (wall times from the last report)."""
@@ -315,12 +324,20 @@ def report_header(
         "command": " ".join([f"benchmarks/{name}.py", *(sys.argv[1:] if argv is None else argv)]),
         "smoke": args.smoke,
         "budget_minutes": args.minutes,
-        "config": str(config.relative_to(ROOT)),
+        "config": _config_name(config),
         "overrides": overrides,
         "jobs": args.jobs,
         "threads_per_training": threads_per_job(args.jobs),
         "rescored": args.rescore,
     }
+
+
+def _config_name(config: Path | Mapping[str, Path]) -> object:
+    """A config's path relative to the project (one per label for several)."""
+    if isinstance(config, Mapping):
+        return {label: _config_name(path) for label, path in config.items()}
+    path = Path(config).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def sample_names(dataset: object) -> list[str]:

@@ -31,6 +31,9 @@ MAX_IMAGES = 64
 # More distinct grey values than this is not a class encoding (JPEG noise, a probability map,
 # instance labels); more colours than this is not a palette.
 MAX_CLASSES = 64
+# Grey values that are not 0…k (with 255 as void) are classes only when this few: a handful of
+# grey levels (0, 128, 255) is an encoding, dozens of scattered values are not.
+MAX_GREY_LEVELS = 16
 # Class histograms of the top and bottom thirds of the masks further apart than this (total
 # variation distance), or mean intensities further apart than this many standard deviations:
 # the scenes have an up direction (sky above road), so vertical flips and rotations would
@@ -115,8 +118,9 @@ def propose_encoding(
     """The encoding that the mask values found imply.
 
     Grey masks: exactly {0, 255} is the binary value map ``{0: 0, 255: 1}``; values 0…k are
-    class indices (K = k + 1); 0…k and 255 are class indices with 255 ignored (the usual
-    "void" value); a few other values are classes in increasing order of value. RGB masks
+    class indices (K = k + 1, k < :data:`MAX_CLASSES`); 0…k and 255 are class indices with 255
+    ignored (the usual "void" value); up to :data:`MAX_GREY_LEVELS` other values are classes
+    in increasing order of value. RGB masks
     with a few colours are a palette, in increasing order of colour. Anything else (too many
     values or colours, both grey and colour masks) is ambiguous: no proposal, and a reason
     that shows the values found.
@@ -150,6 +154,10 @@ def propose_encoding(
                 f"mask values 0..{k - 1} are classes and 255 is void (ignored)",
             )
         return Proposal(MaskEncoding.index(k), f"mask values 0..{k - 1} are class indices")
+    if len(values) > MAX_GREY_LEVELS:
+        return Proposal(
+            None, f"mask values {_spelled(values)} are neither 0..k nor a few grey levels; {ask}"
+        )
     table = {v: i for i, v in enumerate(values)}
     return Proposal(
         MaskEncoding.values(table), f"mask values {_spelled(values)} are classes in this order"

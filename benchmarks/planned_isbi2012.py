@@ -1,0 +1,99 @@
+"""Benchmark: the planned recipe against the shipped one on ISBI 2012, same budget, same run.
+
+``pixelwise plan DATA --minutes M`` chooses a run config on this machine (measuring with the
+threads each training will have); then the plan and the shipped
+``configs/isbi2012_bench.toml`` train side by side (``--jobs 2``: one process each, half the
+cores each) or one after the other (``--jobs 1``), on slices 00–19 with 20–24 validating
+(``data.shuffle_split=false`` with ``val_fraction`` 0.2: the benchmark's split convention),
+and both are scored as ``benchmarks/isbi2012.py`` scores (overlap-tile prediction with the
+eight flips and rotations; pixel error, Rand error, minimal Rand error, V_info) at a quarter,
+half and all of the budget. The table gives each score's ratio, shipped over planned.
+
+    .venv/bin/python benchmarks/planned_isbi2012.py --minutes 15 --jobs 2
+
+Writes ``OUT/planned_isbi2012.json``, ``OUT/plan.toml`` and the run folders under
+``OUT/runs/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Sequence
+
+import torch
+
+import _runs
+import isbi2012
+from pixelwise.cli import main as pixelwise_main
+
+NAME = "planned_isbi2012"
+SPLIT = ["data.shuffle_split=false", "data.val_fraction=0.2"]
+SMOKE_PLANNED = [
+    "model.options={depth=2, base_width=4, padding='same', batch_norm=true}",
+    "data.crop_size=64",
+    "train.val_every=1",
+    "train.overlays=1",
+]
+
+
+def plan(args: object) -> tuple[object, float]:
+    """Write ``OUT/plan.toml`` for the budget, measured with each training's threads."""
+    out = args.out / "plan.toml"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(_runs.threads_per_job(args.jobs))
+    start = time.perf_counter()
+    try:
+        argv = ["plan", str(args.data), "--minutes", f"{args.minutes:g}"]
+        status = pixelwise_main([*argv, "--out", str(out), "--overwrite", "--device", "cpu"])
+    finally:
+        torch.set_num_threads(threads)
+    if status != 0:
+        raise SystemExit(2)
+    return out, time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _runs.parse_args(NAME, "isbi2012", __doc__.splitlines()[0], argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    planned, plan_seconds = plan(args) if not args.rescore else (args.out / "plan.toml", 0.0)
+    budget = _runs.budget_overrides(args.minutes)
+    runs = {
+        "shipped": budget + (isbi2012.SMOKE if args.smoke else []) + args.set,
+        "planned": budget + SPLIT + (SMOKE_PLANNED if args.smoke else []) + args.set,
+    }
+    configs = {"shipped": isbi2012.CONFIG, "planned": planned}
+    trained = _runs.runs_for(args, NAME, runs, configs)
+    slices = isbi2012.SMOKE_SLICES if args.smoke else None
+    results = {}
+    for label, run in trained.items():
+        with contextlib.redirect_stdout(sys.stderr):
+            names, results[label] = isbi2012.evaluate(run, args.minutes, args.out / label, slices)
+    report = {
+        **_runs.report_header(NAME, args, argv, configs, runs),
+        "plan_seconds": round(plan_seconds, 1),
+        "plan": planned.read_text(),
+        "paper": isbi2012.PAPER,
+        "goal": isbi2012.GOAL,
+        "train": {label: run.summary() for label, run in trained.items()},
+        "validation_samples": names,
+        "results": results,
+    }
+    path = _runs.write_json(args.out / f"{NAME}.json", report)
+    print(f"ISBI 2012, {_runs.describe_samples(names)}, {args.minutes:g} min each, jobs {args.jobs}")
+    keys = ("pixel_error", "rand_error", "min_rand_error", "v_info")
+    rows = []
+    for label in trained:
+        for mark, scores in results[label].items():
+            rows.append([label, mark, scores["iteration"], *(scores[k] for k in keys)])
+    final = {label: list(results[label].values())[-1] for label in trained}
+    ratio = [final["shipped"][k] / final["planned"][k] if final["planned"][k] else None for k in keys]
+    rows.append(["shipped / planned", "end", None, *ratio])
+    _runs.print_table(["recipe", "checkpoint", "iteration", *keys], rows)
+    print(f"plan took {plan_seconds:.0f} s; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The planner's choices on synthetic fingerprints with fixed speed figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+
+import pytest
+
+from pixelwise.config import RunConfig
+from pixelwise.data import MaskEncoding
+from pixelwise.plan import plan_toml
+from pixelwise.plan.fingerprint import Fingerprint, Layout, Proposal
+from pixelwise.plan.planner import (
+    MIN_ITERATIONS,
+    VALIDATION_SHARE,
+    Speed,
+    candidates,
+    choose,
+    crop_for,
+    pick,
+)
+
+BINARY = Proposal(MaskEncoding.values({0: 0, 255: 1}), "mask values {0, 255}: binary")
+
+
+def fp(**changes) -> Fingerprint:
+    """A grey binary folder of 25 images of 512×512, no up direction."""
+    fields = {
+        "root": "/data/em",
+        "layout": Layout("folders", "images", "masks"),
+        "num_images": 25,
+        "num_val": 0,
+        "sizes": ((512, 512),) * 25,
+        "channels": 1,
+        "mean": (0.5,),
+        "std": (0.2,),
+        "proposal": BINARY,
+        "class_fractions": (0.22, 0.78),
+    }
+    return Fingerprint(**{**fields, **changes})
+
+
+def speeds(step8: float, step16: float, step32: float, fits32: bool = True) -> dict[str, Speed]:
+    return {
+        "unet w8": Speed(step8, 4e5),
+        "unet w16": Speed(step16, 2e5),
+        "unet w32": Speed(step32, 1e5, fits=fits32),
+    }
+
+
+def test_candidates_are_one_unet_at_three_widths_at_the_crop_the_images_allow():
+    options = candidates(fp())
+    assert [c.label for c in options] == ["unet w8", "unet w16", "unet w32"]
+    assert {(c.crop, c.batch, c.options["depth"]) for c in options} == {(256, 4, 4)}
+    small = fp(sizes=((64, 64),) * 25)
+    assert crop_for(small) is None  # one small size: whole images
+    assert {(c.crop, c.batch, c.options["depth"]) for c in candidates(small)} == {(None, 8, 3)}
+    mixed = fp(sizes=((100, 90), (120, 200)))
+    assert crop_for(mixed) == 80  # the largest multiple of 16 inside the smallest image
+    assert {c.batch for c in candidates(fp(), "cuda")} == {8}
+
+
+def test_the_widest_candidate_that_trains_enough_iterations_wins():
+    minutes = 15
+    seconds = minutes * 60 * (1 - VALIDATION_SHARE)
+    # w16 just reaches MIN_ITERATIONS, w32 does not: w16.
+    step16 = seconds / MIN_ITERATIONS
+    chosen = pick(candidates(fp()), speeds(step16 / 2, step16, step16 * 2), minutes * 60)
+    assert chosen.label == "unet w16"
+    # An hour: w32 reaches it too.
+    assert pick(candidates(fp()), speeds(0.5, 1.0, 2.0), 3600).label == "unet w32"
+    # Out of memory is never chosen.
+    assert pick(candidates(fp()), speeds(0.5, 1.0, 0.1, fits32=False), 3600).label == "unet w16"
+
+
+def test_when_none_trains_enough_a_hardly_faster_narrow_network_is_no_gain():
+    # 10 s an iteration for every width but w32: none reaches MIN_ITERATIONS in 15 minutes.
+    assert pick(candidates(fp()), speeds(4.0, 4.5, 8.0), 900).label == "unet w16"  # 0.89 of w8
+    assert pick(candidates(fp()), speeds(3.0, 4.5, 8.0), 900).label == "unet w8"  # 0.67 of w8
+    with pytest.raises(ValueError, match="no candidate configuration fits"):
+        pick(candidates(fp()), {k: Speed(1.0, 1.0, fits=False) for k in speeds(1, 1, 1)}, 60)
+
+
+def test_a_binary_folder_plan():
+    plan = choose(fp(), speeds(0.5, 1.0, 2.0), 15)
+    data, train = plan.tables["data"], plan.tables["train"]
+    assert plan.tables["model"] == {
+        "name": "unet",
+        "options": {"depth": 4, "padding": "same", "batch_norm": True, "base_width": 16},
+    }
+    assert MaskEncoding.from_config(data["encoding"]) == BINARY.encoding
+    assert (data["hflip"], data["vflip"], data["rot90"], data["elastic_std"]) == (
+        True,
+        True,
+        True,
+        0.0,
+    )
+    assert data["crop_size"] == 256 and data["val_fraction"] == 0.2 and data["shuffle_split"]
+    assert plan.tables["loss"] == {"name": "ce", "class_weights": "none"}
+    assert plan.tables["schedule"] == {"name": "poly", "power": 0.9, "over": "time"}
+    assert train["time_limit_minutes"] == 15.0 and train["batch_size"] == 4 and not train["amp"]
+    iterations = int(900 * (1 - VALIDATION_SHARE) / 1.0)
+    assert plan.rows[1] == ("unet w16", 1.0, iterations, True)
+    # 20 training images at batch 4: 5 iterations an epoch; 5 validation images of 512²
+    # at 2e5 pixels/s take 6.55 s, so 0.08 · 900 s allows 10 validations in 180 epochs.
+    once = 5 * 512 * 512 / 2e5
+    allowed = int(VALIDATION_SHARE * 900 / once)
+    assert train["val_every"] == math.ceil(int(900 / 5.0) / allowed) == 18
+    assert plan.warnings == ()
+
+
+def test_rare_classes_get_weights_and_upright_scenes_no_vertical_flips():
+    many = fp(
+        proposal=Proposal(MaskEncoding.index(11, ignore_values=(11,)), "index"),
+        class_fractions=(0.3, 0.3, 0.2, 0.1, 0.05, 0.03, 0.01, 0.005, 0.003, 0.001, 0.001),
+        upright=True,
+        channels=3,
+        sizes=((360, 480),) * 25,
+    )
+    plan = choose(many, speeds(0.5, 1.0, 2.0), 60)
+    assert plan.tables["loss"] == {"name": "ce", "class_weights": "median_frequency"}
+    assert plan.reasons["loss.name"].startswith("5 of 11 classes under 2% of the pixels")
+    data = plan.tables["data"]
+    assert (data["hflip"], data["vflip"], data["rot90"]) == (True, False, False)
+    # Few classes, none rare: no weights, whatever the imbalance of a binary problem.
+    assert (
+        choose(fp(class_fractions=(0.01, 0.99)), speeds(1, 1, 1), 15).tables["loss"][
+            "class_weights"
+        ]
+        == "none"
+    )
+
+
+def test_a_small_validation_split_is_a_warning_and_a_manifest_stratifies():
+    tiny = fp(num_images=12, sizes=((256, 256),) * 12)
+    plan = choose(tiny, speeds(0.5, 1.0, 2.0), 15)
+    assert plan.warnings == (
+        "the validation split has 2 of 12 images (256×256): too few to trust the best checkpoint "
+        "by; add images or judge the run by last.pt",
+    )
+    grouped = choose(fp(manifest="manifest.csv"), speeds(0.5, 1.0, 2.0), 15)
+    assert grouped.tables["data"]["manifest"] == "manifest.csv"
+    assert "stratified by the group column" in grouped.reasons["data.val_fraction"]
+    camvid = fp(layout=Layout("camvid", "train", "val"), num_images=367, num_val=101)
+    plan = choose(camvid, speeds(0.5, 1.0, 2.0), 15)
+    assert "val_fraction" not in plan.tables["data"] and plan.warnings == ()
+
+
+def test_no_encoding_no_plan():
+    unknown = fp(proposal=Proposal(None, "mask values [...] are too many"))
+    with pytest.raises(ValueError, match=r"no mask encoding for /data/em: mask values \[\.\.\.\]"):
+        choose(unknown, speeds(1, 1, 1), 15)
+
+
+def test_the_plan_toml_reads_back_to_its_tables_and_comments_each_choice(tmp_path):
+    found = fp(root=str(tmp_path / "data"))
+    plan = choose(found, speeds(0.5, 1.0, 2.0), 15)
+    text = plan_toml(plan, found, 15, folder=tmp_path)
+    table = tomllib.loads(text)
+    assert table["data"]["root"] == "data"  # relative to the file's folder
+    expected = {s: dict(v) for s, v in plan.tables.items()}
+    expected["data"]["root"] = "data"
+    assert RunConfig.from_dict(table).to_dict() == RunConfig.from_dict(expected).to_dict()
+    assert 'name = "unet"  # unet w16: the widest measured that trains 800+' in text
+    assert "# Predict with: pixelwise predict RUN/best.pt IMAGES --out DIR --tile 512" in text
+    outside = dataclasses.replace(found, root="/else/where")  # not under the file's folder
+    text = plan_toml(choose(outside, speeds(0.5, 1.0, 2.0), 15), outside, 15, folder=tmp_path)
+    assert tomllib.loads(text)["data"]["root"] == "/else/where"
