@@ -4,7 +4,6 @@ users' data: JPEG images, 0/255 PNG masks."""
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,18 +13,7 @@ from pixelwise import load_checkpoint
 from pixelwise.cli import main
 from pixelwise.config import load_config
 from pixelwise.data import MaskEncoding
-
-
-def user_folder(root: Path, count: int = 6, size: int = 32) -> Path:
-    rng = np.random.default_rng(3)
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        Image.fromarray(image).save(root / "images" / f"photo {index}.jpg", quality=90)
-        mask = np.where(image[..., 0] > 127, 255, 0).astype(np.uint8)
-        Image.fromarray(mask).save(root / "masks" / f"photo {index}.png")
-    return root
+from user_data import user_folder
 
 
 def test_plan_writes_a_commented_config_that_trains(tmp_path, capsys):

@@ -53,8 +53,86 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bakeoff_table(report: dict) -> list[str]:
+    """One row per model: mean IoU, boundary F1, speed, size, time; then IoU per class."""
+    from pixelwise.cli._format import score
+
+    entries = report["models"]
+    names = list(next(iter(entries.values()))["class_iou"])
+    width = max(len(m) for m in entries)
+    head = (
+        f"{'model'.ljust(width)}  mean IoU  boundary F1  images/s  parameters  minutes  iterations"
+    )
+    lines = [head]
+    for model, e in entries.items():
+        lines.append(
+            f"{model.ljust(width)}  {score(e['mean_iou']):>8}  {score(e['boundary_f1']):>11}  "
+            f"{e['images_per_second'] or 0:8.2f}  {e['parameters']:>10,}  {e['minutes']:7.2f}  "
+            f"{e['iterations']:>10,}"
+        )
+    short = [n[:8] for n in names]
+    lines.append("IoU per class: " + "  ".join(f"{n:>8}" for n in short))
+    for model, e in entries.items():
+        values = "  ".join(f"{score(e['class_iou'][n]):>8}" for n in names)
+        lines.append(f"{model.ljust(14)} {values}")
+    return lines
+
+
+def cmd_bakeoff(args: argparse.Namespace) -> int:
+    from pixelwise.plan.bakeoff import DEFAULT_MODELS, bakeoff, check_models
+
+    names = DEFAULT_MODELS if args.models is None else args.models.split(",")
+    models = check_models([m.strip() for m in names if m.strip()])
+    minutes = _check_minutes(args.minutes)
+    if args.jobs < 1:
+        raise ValueError(message("--jobs", "be >= 1", args.jobs))
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(
+            message(f"--out {out}", "be a new or empty folder", "an existing one", "choose another")
+        )
+    report = bakeoff(
+        args.data,
+        minutes,
+        out,
+        models=models,
+        jobs=args.jobs,
+        device=args.device,
+        overrides=args.set or (),
+    )
+    for line in _bakeoff_table(report):
+        print(line)
+    print(f"wrote {out / 'bakeoff.json'} and {out / 'curves.png'}")
+    return 0
+
+
+def _add_bakeoff(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bakeoff", help="plan, train and score several models on one data folder and budget"
+    )
+    p.add_argument("data", help="the data folder")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=DEFAULT_MINUTES,
+        help=f"training budget per model (default {DEFAULT_MINUTES:g})",
+    )
+    p.add_argument(
+        "--models",
+        help="comma-separated registered models (default: one of each family that trains on a "
+        "CPU: unet, segnet_basic, deeplabv3_small, fcn8s)",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="trainings at once, cores shared out")
+    p.add_argument("--out", default="bakeoff", help="a new folder for the results (bakeoff)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override every plan"
+    )
+    p.set_defaults(func=cmd_bakeoff)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``plan``."""
+    """Add ``plan`` and ``bakeoff``."""
     p = sub.add_parser(
         "plan", help="choose a run config for a data folder and a time budget on this machine"
     )
@@ -69,3 +147,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(func=cmd_plan)
+    _add_bakeoff(sub)

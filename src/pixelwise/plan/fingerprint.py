@@ -314,7 +314,7 @@ def fingerprint(root: str | Path, encoding: MaskEncoding | Mapping | None = None
         root: The data folder (any layout :func:`detect_layout` knows).
         encoding: The mask encoding, when the user declared one; else it is proposed.
     """
-    root = Path(root)
+    root = Path(root).absolute()  # run files name it from their own folder
     layout = detect_layout(root)
     if layout.layout == "tiff":
         return _tiff_fingerprint(root, layout, encoding)

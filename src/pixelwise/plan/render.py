@@ -15,7 +15,7 @@ def _relative(root: str, folder: Path | None) -> str:
     if folder is None:
         return root
     try:
-        relative = os.path.relpath(root, folder)
+        relative = os.path.relpath(os.path.abspath(root), os.path.abspath(folder))
     except ValueError:  # another drive
         return root
     return root if relative.startswith("..") else relative  # under the folder only

@@ -98,3 +98,31 @@ def plot_history(rows: Sequence[Mapping[str, object]], out_dir: str | Path) -> l
             ylabel="mean IoU",
         ),
     ]
+
+
+def plot_series(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+) -> Path:
+    """Draw ``label -> (xs, ys)`` lines to a PNG (e.g. validation score against training
+    minutes, one line per model); NaN points are left out."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    axes = figure.add_subplot()
+    for label, (xs, ys) in series.items():
+        points = [(x, y) for x, y in zip(xs, ys, strict=True) if not math.isnan(y)]
+        if points:
+            axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    if axes.lines:
+        axes.legend()
+    figure.tight_layout()
+    return _save(figure, Path(path))
