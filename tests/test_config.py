@@ -368,3 +368,79 @@ def test_nesting_is_bounded_in_files_and_overrides(tmp_path):
     for _ in range(MAX_NESTING - 3):
         value = value[0]
     assert value == [1]
+
+
+# --- data.encoding given as text ------------------------------------------------------------
+
+BINARY_TABLE = {"kind": "values", "value_map": {"0": 0, "255": 1}}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{ kind = "values", value_map = { "0" = 0, "255" = 1 } }',
+        '{"kind": "values", "value_map": {"0": 0, "255": 1}}',
+    ],
+    ids=["toml", "json"],
+)
+def test_set_encoding_takes_a_toml_inline_table_or_json(tmp_path, text):
+    overrides = ["data.layout=folders", f"data.root={tmp_path}", f"data.encoding={text}"]
+    config = load_config(None, overrides)
+    assert config.data.encoding == BINARY_TABLE
+    assert load_config(write(tmp_path, config.to_toml())) == config
+
+
+def test_a_string_encoding_in_a_file_is_read_with_its_palette_relative_to_the_file(tmp_path):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    path = write(
+        folder,
+        '[data]\nlayout = "folders"\nroot = "data"\n'
+        'encoding = \'{"kind": "palette", "palette": "colors.png"}\'\n',
+    )
+    assert load_config(path).data.encoding == {
+        "kind": "palette",
+        "palette": str(folder.resolve() / "colors.png"),
+    }
+
+
+@pytest.mark.parametrize("text", ["values", "{kind: index}", "3"])
+def test_set_encoding_that_is_no_table_names_the_key_and_the_spelling(tmp_path, text):
+    overrides = ["data.layout=folders", f"data.root={tmp_path}", f"data.encoding={text}"]
+    with pytest.raises(ValueError) as info:
+        load_config(None, overrides)
+    shown = repr(3) if text == "3" else repr(text)
+    assert str(info.value) == (
+        f"data.encoding (--set) must be a table (a TOML inline table or JSON), got {shown}; "
+        'e.g. { kind = "values", value_map = { "0" = 0, "255" = 1 } }'
+    )
+
+
+def test_a_string_encoding_in_a_file_that_is_no_table_names_the_file(tmp_path):
+    path = write(tmp_path, '[data]\nlayout = "folders"\nroot = "d"\nencoding = "values"\n')
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+    assert str(info.value).startswith(
+        f"data.encoding ({path}) must be a table (a TOML inline table or JSON), got 'values'; "
+    )
+
+
+def test_an_encoding_of_another_kind_replaces_the_files_encoding(tmp_path):
+    path = write(
+        tmp_path,
+        '[data]\nlayout = "folders"\nroot = "d"\n'
+        'encoding = { kind = "index", num_classes = 11, ignore_values = [11] }\n',
+    )
+    json_text = '{"kind": "values", "value_map": {"0": 0, "255": 1}}'
+    assert load_config(path, [f"data.encoding={json_text}"]).data.encoding == BINARY_TABLE
+    # The same kind still merges key by key, as every nested --set table does.
+    merged = load_config(path, ["data.encoding={ num_classes = 12 }"]).data.encoding
+    assert merged == {"kind": "index", "num_classes": 12, "ignore_values": [11]}
+
+
+def test_written_configs_spell_value_maps_as_run_files_do(tmp_path):
+    data = {"layout": "folders", "root": str(tmp_path), "encoding": BINARY_TABLE}
+    config = RunConfig.from_dict({"data": data})
+    assert 'encoding = { kind = "values", value_map = { "0" = 0, "255" = 1 } }' in (
+        config.to_toml().splitlines()
+    )

@@ -12,11 +12,13 @@ from pixelwise._checks import message
 
 
 def _toml_key(key: str) -> str:
+    # Keys of digits are quoted, as mask values are in an encoding's value map ("255" = 1).
     bare = key and all(c.isalnum() or c in "_-" for c in key) and key.isascii()
-    return key if bare else json.dumps(key)
+    return key if bare and not key.isdigit() else json.dumps(key)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """One TOML value: a number, string, bool, list, or a table as an inline table."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -30,10 +32,10 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value if v is not None) + "]"
     if isinstance(value, Mapping):
         items = [
-            f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items() if v is not None
+            f"{_toml_key(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None
         ]
         return "{ " + ", ".join(items) + " }" if items else "{}"
     raise TypeError(message("TOML value", "be a number, string, bool, list or table", repr(value)))
@@ -44,7 +46,7 @@ def dump_toml(table: Mapping[str, Mapping[str, Any]]) -> str:
     blocks = []
     for section, values in table.items():
         lines = [f"[{_toml_key(section)}]"]
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in values.items() if v is not None]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

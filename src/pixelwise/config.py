@@ -49,9 +49,15 @@ small U-Net on the synthetic data, weighted cross entropy, Adam)::
     # mean = [0.5], std = [0.25]  with normalisation = "fixed"
 
 Overrides are ``section.key=value`` strings, the value a TOML literal (``3``, ``0.5``, ``true``,
-``[64, 64]``, ``"text"``) or else a bare string (``train.device=cpu``); nested keys take more
-dots (``model.options.depth=2``). Unknown sections and keys, and bad values, raise a one-line
-ValueError with a did-you-mean, naming the file or ``--set`` they came from.
+``[64, 64]``, ``"text"``, an inline table) or else a bare string (``train.device=cpu``); nested
+keys take more dots (``model.options.depth=2``). Unknown sections and keys, and bad values, raise
+a one-line ValueError with a did-you-mean, naming the file or ``--set`` they came from.
+
+``data.encoding`` is a table in its one spelling, the TOML inline table
+``{ kind = "values", value_map = { "0" = 0, "255" = 1 } }``; given as text (``--set
+data.encoding=...``, or a string in a file) it is read as a TOML inline table or as JSON
+(``{"kind": "values", "value_map": {"0": 0, "255": 1}}``), and text that is neither is refused
+naming ``data.encoding``.
 
 Paths: ``data.root`` and a palette file named in ``data.encoding`` are relative to the folder
 of the file that names them (``root = "data"`` in ``exp/run.toml`` is ``exp/data``), and, given
@@ -70,6 +76,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import tomllib
@@ -184,6 +191,26 @@ def _check_floats(section: str, key: str, value: object) -> tuple[float, ...] | 
     return tuple(_check_float(section, key, v, -math.inf) for v in value)
 
 
+def encoding_table(value: object) -> object:
+    """``data.encoding`` as a table: text read as a TOML inline table or JSON (:func:`parse_table`);
+    a table, a MaskEncoding or None as it is; anything else refused in one line naming the key
+    and showing the encoding's one spelling."""
+    if value is None or isinstance(value, Mapping) or hasattr(value, "to_config"):
+        return value
+    table = parse_table(value, "data.encoding") if isinstance(value, str) else None
+    if table is None:
+        # At call time: the data package imports this module.
+        from pixelwise.data.encoding import EXAMPLE
+
+        raise _bad(
+            "data.encoding",
+            "be a table (a TOML inline table or JSON)",
+            repr(value),
+            f"e.g. {EXAMPLE.to_toml()}",
+        )
+    return table
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the data is, how its masks are encoded, how to split and augment it.
@@ -192,7 +219,8 @@ class DataConfig:
         layout: ``"folders"``, ``"camvid"``, ``"instances"``, ``"tiff"`` or ``"synthetic"``.
         root: The data set folder (not used by ``synthetic``); in a config file, relative to
             the file's folder (see the module docstring).
-        encoding: A :meth:`MaskEncoding.from_config` table; required for folders and tiff.
+        encoding: A :meth:`MaskEncoding.from_config` table (given as text: a TOML inline table
+            or JSON); required for folders and tiff.
         images: Image folder (or TIFF file) under ``root``; for camvid the training split.
         masks: Mask folder (or label TIFF) under ``root``; for camvid the validation split.
         channels: Channels every image must have; None accepts any.
@@ -251,6 +279,7 @@ class DataConfig:
                 message(f"data root for layout '{self.layout}'", "be given", "nothing")
             )
         self._check_synthetic_reads_no_files()
+        object.__setattr__(self, "encoding", encoding_table(self.encoding))
         for key in ("hflip", "vflip", "rot90", "shuffle_split", "weights"):
             _check_bool("data", key, getattr(self, key))
         std = _check_float("data", "elastic_std", self.elastic_std, 0.0)
@@ -565,6 +594,20 @@ def absolute_data_paths(data: Mapping[str, Any], folder: Path) -> dict[str, Any]
     return data
 
 
+def _read_encoding_text(table: dict[str, dict[str, Any]], origin: str) -> dict:
+    """A parsed file's or override's tables with ``data.encoding`` given as text read as its
+    table (:func:`encoding_table`), so that it merges, and has its palette path resolved, as
+    a table does; a refusal names ``origin``."""
+    data = table.get("data", {})
+    if not isinstance(data.get("encoding"), str):
+        return table
+    try:
+        encoding = encoding_table(data["encoding"])
+    except BadValue as exc:
+        raise ValueError(_with_origin(exc, {exc.key: origin})) from None
+    return {**table, "data": {**data, "encoding": encoding}}
+
+
 def _with_absolute_paths(table: dict[str, dict[str, Any]], folder: Path) -> dict:
     if "data" in table:
         table = {**table, "data": absolute_data_paths(table["data"], folder)}
@@ -618,7 +661,9 @@ def _merge(base: dict, table: Mapping, *, replace: bool) -> dict:
     """``base`` updated by ``table``, section by section.
 
     Nested tables (model options, the data encoding) are replaced as a whole when ``replace``
-    (a file says the whole table) and merged key by key otherwise (``--set`` overrides).
+    (a file says the whole table) and merged key by key otherwise (``--set`` overrides), except
+    that a table naming another ``kind`` (an encoding of another kind) replaces the old one:
+    the keys of one kind mean nothing, or something else, to another.
     """
     merged = {name: dict(values) for name, values in base.items()}
     for section, values in table.items():
@@ -627,8 +672,10 @@ def _merge(base: dict, table: Mapping, *, replace: bool) -> dict:
         if kind and kind[0] in values and values[kind[0]] != current.get(kind[0]):
             current = merged[section] = {**kind[1](), kind[0]: current.get(kind[0])}
         for key, value in values.items():
-            if isinstance(value, Mapping) and isinstance(current.get(key), Mapping) and not replace:
-                current[key] = {**current[key], **value}
+            old = current.get(key)
+            if isinstance(value, Mapping) and isinstance(old, Mapping) and not replace:
+                same_kind = value.get("kind", old.get("kind")) == old.get("kind")
+                current[key] = {**old, **value} if same_kind else dict(value)
             else:
                 current[key] = value
     return merged
@@ -682,22 +729,42 @@ def _too_deep(value: object, where: str) -> str | None:
     return None
 
 
+def _nesting_refusal(source: str, actual: str) -> ValueError:
+    expectation = f"nest tables and arrays at most {MAX_NESTING} levels deep"
+    return ValueError(message(source, expectation, actual, "flatten it"))
+
+
+def _bounded(value: Any, source: str) -> Any:
+    path = _too_deep(value, "")
+    if path is not None:
+        raise _nesting_refusal(source, f"deeper at {one_line(path, 80)}")
+    return value
+
+
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
     """``tomllib.loads`` with nesting bounded: a value nested past :data:`MAX_NESTING` (which
     the parser would recurse into until Python's limit) is one line naming ``source``."""
-
-    def refusal(actual: str) -> ValueError:
-        expectation = f"nest tables and arrays at most {MAX_NESTING} levels deep"
-        return ValueError(message(source, expectation, actual, "flatten it"))
-
     try:
-        table = tomllib.loads(text)
+        return _bounded(tomllib.loads(text), source)
     except RecursionError:
-        raise refusal("far deeper") from None
-    path = _too_deep(table, "")
-    if path is not None:
-        raise refusal(f"deeper at {one_line(path, 80)}")
-    return table
+        raise _nesting_refusal(source, "far deeper") from None
+
+
+def parse_table(text: str, what: str) -> dict[str, Any] | None:
+    """A table written as text: a TOML inline table (``{ kind = "index", num_classes = 3 }``)
+    or JSON (``{"kind": "index", "num_classes": 3}``); None when the text is neither. Nesting is
+    bounded as in a config file (``what`` names the text in that refusal)."""
+    try:
+        parsed = _parse_toml(f"value = {text}", what)
+        value = parsed["value"] if list(parsed) == ["value"] else None
+    except tomllib.TOMLDecodeError:
+        try:
+            value = _bounded(json.loads(text), what)
+        except json.JSONDecodeError:
+            value = None
+        except RecursionError:
+            raise _nesting_refusal(what, "far deeper") from None
+    return value if isinstance(value, dict) else None
 
 
 def parse_value(text: str) -> Any:
@@ -778,12 +845,12 @@ def load_config(
     origins: dict[str, str] = {}
     if path is not None:
         source = str(path)
-        parsed = _check_tables(read_toml(path), source)
+        parsed = _read_encoding_text(_check_tables(read_toml(path), source), source)
         parsed = _with_absolute_paths(parsed, Path(path).parent)
         table = _merge(table, parsed, replace=True)
         origins.update(dict.fromkeys(_leaf_keys(parsed), source))
     for text in overrides:
-        parsed = _check_tables(parse_override(text), f"--set {text}")
+        parsed = _read_encoding_text(_check_tables(parse_override(text), f"--set {text}"), "--set")
         parsed = _with_absolute_paths(parsed, Path.cwd())
         table = _merge(table, parsed, replace=False)
         origins.update(dict.fromkeys(_leaf_keys(parsed), "--set"))

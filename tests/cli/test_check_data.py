@@ -103,8 +103,68 @@ def test_folder_without_encoding(tmp_path, capsys):
     code, _, err = run(capsys, "check-data", tmp_path / "set")
     assert one_line_error(code, err) == (
         f"the mask encoding of {tmp_path / 'set'} must be declared, got nothing; "
-        'e.g. --encoding \'{"kind": "values", "value_map": {"0": 0, "255": 1}}\''
+        'e.g. --encoding \'{ kind = "values", value_map = { "0" = 0, "255" = 1 } }\''
     )
+
+
+def test_run_config_without_encoding_shows_the_run_file_line(tmp_path, capsys):
+    write_folder(tmp_path / "set")
+    config = tmp_path / "run.toml"
+    config.write_text(f'[data]\nlayout = "folders"\nroot = "{(tmp_path / "set").as_posix()}"\n')
+    code, _, err = run(capsys, "check-data", config)
+    assert one_line_error(code, err) == (
+        "the mask encoding of layout 'folders' must be declared, got nothing; "
+        'e.g. encoding = { kind = "values", value_map = { "0" = 0, "255" = 1 } }'
+    )
+
+
+def test_binary_masks_read_as_classes_get_the_value_map_to_declare(tmp_path, capsys):
+    write_folder(tmp_path / "set", stems=("a",))
+    index = '{ kind = "index", num_classes = 2 }'
+    code, _, err = run(capsys, "check-data", tmp_path / "set", "--encoding", index)
+    assert one_line_error(code, err) == (
+        f"mask {tmp_path / 'set' / 'masks' / 'a.png'} must hold classes 0..1, got values [255]; "
+        'the mask looks binary: declare encoding = { kind = "values", value_map = { "0" = 0, '
+        '"255" = 1 } }'
+    )
+    # The suggestion, pasted into --encoding as it is, reads the folder.
+    suggested = err.split("declare encoding = ")[1].strip()
+    code, out, _ = run(capsys, "check-data", tmp_path / "set", "--encoding", suggested)
+    assert code == 0 and "no problems found" in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{ kind = "values", value_map = { "0" = 0, "255" = 1 } }',
+        '{"kind": "values", "value_map": {"0": 0, "255": 1}}',
+    ],
+    ids=["toml", "json"],
+)
+def test_encoding_flag_takes_a_toml_inline_table_or_json(tmp_path, capsys, text):
+    masks = write_folder(tmp_path / "set")
+    code, out, _ = run(capsys, "check-data", tmp_path / "set", "--encoding", text)
+    assert code == 0
+    counts = np.bincount(np.concatenate([m.ravel() for m in masks]) // 255, minlength=2)
+    assert out.splitlines()[4].split()[:2] == ["class_1", f"{counts[1]:,}"]
+
+
+def test_encoding_flag_that_is_no_table(tmp_path, capsys):
+    write_folder(tmp_path / "set")
+    code, _, err = run(capsys, "check-data", tmp_path / "set", "--encoding", "values")
+    assert one_line_error(code, err) == (
+        "--encoding must be a table (a TOML inline table or JSON), got 'values'; "
+        'e.g. --encoding \'{ kind = "values", value_map = { "0" = 0, "255" = 1 } }\''
+    )
+
+
+def test_encoding_help_shows_the_one_spelling(capsys):
+    from pixelwise.data.encoding import EXAMPLE
+
+    with pytest.raises(SystemExit):
+        main(["check-data", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    assert f"'{EXAMPLE.to_toml()}'" in out
 
 
 def test_bad_encoding_table(tmp_path, capsys):
@@ -123,7 +183,9 @@ def test_undeclared_mask_value_names_the_file(tmp_path, capsys):
     code, _, err = run(capsys, "check-data", tmp_path / "set", "--encoding", BINARY)
     assert one_line_error(code, err) == (
         f"mask {bad} must hold only the declared values [0, 255], got values [128]; "
-        "add the values to the value map (map a value to ignore_index to ignore it)"
+        "add them to the value map, e.g. "
+        'encoding = { kind = "values", value_map = { "0" = 0, "128" = 255, "255" = 1 } } '
+        "to ignore them"
     )
 
 

@@ -132,11 +132,20 @@ def test_evaluate_encoding_flag_overrides_the_stored_one(checkpoint, tmp_path, c
     )
 
 
-def test_evaluate_refuses_bad_encoding_json(checkpoint, tmp_path, capsys):
+def test_evaluate_encoding_flag_takes_a_toml_inline_table(checkpoint, tmp_path, capsys):
+    root = write_folder(tmp_path / "set")
+    two = '{ kind = "index", num_classes = 2, ignore_values = [2, 255] }'
+    code, _, err = run(capsys, "evaluate", checkpoint, root, "--encoding", two)
+    assert one_line_error(code, err).startswith(
+        f"the classes of {root} must be the checkpoint's 3, got 2 from the mask encoding"
+    )
+
+
+def test_evaluate_refuses_an_encoding_that_is_neither_toml_nor_json(checkpoint, tmp_path, capsys):
     code, _, err = run(capsys, "evaluate", checkpoint, tmp_path, "--encoding", "{kind: index}")
     assert one_line_error(code, err) == (
-        "--encoding must be a JSON table, got '{kind: index}'; "
-        'e.g. --encoding \'{"kind": "values", "value_map": {"0": 0, "255": 1}}\''
+        "--encoding must be a table (a TOML inline table or JSON), got '{kind: index}'; "
+        'e.g. --encoding \'{ kind = "values", value_map = { "0" = 0, "255" = 1 } }\''
     )
 
 
@@ -384,6 +393,128 @@ def test_predict_missing_image(checkpoint, tmp_path, capsys):
     assert one_line_error(code, err) == (
         f"input {tmp_path / 'no.png'} must be an image file or a folder of images, "
         "got a missing path"
+    )
+
+
+# --- predict: masks in the data set's own encoding ---------------------------------------------
+
+
+def encoded_checkpoint(path: Path, encoding: dict | None, num_classes: int, seed: int) -> Path:
+    """A tiny U-Net checkpoint whose training config declares ``encoding`` (None: no [data])."""
+    torch.manual_seed(seed)
+    model = create_model("unet", num_classes=num_classes, in_channels=3, depth=2, base_width=4)
+    data = {"layout": "folders", "root": "elsewhere", "encoding": encoding}
+    return save_checkpoint(
+        path,
+        model=model,
+        class_names=tuple(f"c{i}" for i in range(num_classes)),
+        ignore_index=255,
+        normalisation=None,
+        config={"data": data} if encoding is not None else {},
+        epoch=1,
+        metrics={},
+    )
+
+
+def predict_both_formats(capsys, checkpoint: Path, images: Path, out: Path) -> dict:
+    """``<stem>_mask.png`` of ``a`` written with the default format and with ``index``."""
+    masks = {}
+    for fmt in ("data", "index"):
+        argv = ["predict", checkpoint, images, "--out", out / fmt]
+        code, printed, _ = run(capsys, *argv, *(["--mask-format", fmt] if fmt == "index" else []))
+        assert code == 0
+        masks[fmt] = (np.asarray(Image.open(out / fmt / "a_mask.png")), printed)
+    return masks
+
+
+def test_predict_writes_a_binary_data_sets_masks_as_0_and_255(tmp_path, capsys):
+    from pixelwise.data._io import read_mask
+
+    binary = {"kind": "values", "value_map": {"0": 0, "255": 1}}
+    checkpoint = encoded_checkpoint(tmp_path / "binary.pt", binary, 2, seed=0)
+    root = write_folder(tmp_path / "set", stems=("a",))
+    masks = predict_both_formats(capsys, checkpoint, root / "images", tmp_path / "out")
+    data, printed = masks["data"]
+    index, _ = masks["index"]
+    assert np.unique(index).tolist() == [0, 1]  # the model predicts both classes here
+    assert data.dtype == np.uint8 and np.unique(data).tolist() == [0, 255]
+    np.testing.assert_array_equal(data, index * 255)
+    # Read back as the data set reads its masks/: the same classes.
+    classes = read_mask(tmp_path / "out" / "data" / "a_mask.png", MaskEncoding.from_config(binary))
+    np.testing.assert_array_equal(classes, index)
+    assert "masks: mask values of the training data (values encoding)" in printed.splitlines()
+
+
+def test_predict_mask_format_index_writes_class_indices(tmp_path, capsys):
+    binary = {"kind": "values", "value_map": {"0": 0, "255": 1}}
+    checkpoint = encoded_checkpoint(tmp_path / "binary.pt", binary, 2, seed=0)
+    root = write_folder(tmp_path / "set", stems=("a",))
+    masks = predict_both_formats(capsys, checkpoint, root / "images", tmp_path / "out")
+    index, printed = masks["index"]
+    model = load_model(checkpoint)
+    image = torch.from_numpy(np.array(Image.open(root / "images" / "a.png"))).permute(2, 0, 1)
+    np.testing.assert_array_equal(index, predict_mask(model, image.float() / 255).numpy())
+    assert "masks: class indices" in printed.splitlines()
+
+
+def test_predict_writes_a_palette_data_sets_masks_in_its_colours(tmp_path, capsys):
+    colours = [[128, 64, 128], [70, 70, 70], [0, 0, 142], [0, 0, 0]]  # the last one ignored
+    palette = {"kind": "palette", "palette": colours, "num_classes": 3}
+    checkpoint = encoded_checkpoint(tmp_path / "palette.pt", palette, 3, seed=2)
+    root = write_folder(tmp_path / "set", stems=("a",))
+    masks = predict_both_formats(capsys, checkpoint, root / "images", tmp_path / "out")
+    data, _ = masks["data"]
+    index, _ = masks["index"]
+    assert np.unique(index).tolist() == [0, 1, 2]
+    assert data.shape == (HEIGHT, WIDTH, 3) and data.dtype == np.uint8
+    np.testing.assert_array_equal(data, np.asarray(colours, np.uint8)[index])
+    np.testing.assert_array_equal(MaskEncoding.from_config(palette).decode(data), index)
+
+
+def test_predict_without_a_declared_encoding_writes_class_indices(tmp_path, capsys):
+    checkpoint = encoded_checkpoint(tmp_path / "fit.pt", None, 2, seed=0)  # as pixelwise.fit
+    root = write_folder(tmp_path / "set", stems=("a",))
+    masks = predict_both_formats(capsys, checkpoint, root / "images", tmp_path / "out")
+    np.testing.assert_array_equal(masks["data"][0], masks["index"][0])
+    assert "masks: class indices" in masks["data"][1].splitlines()
+
+
+def test_the_mask_format_flag_offers_the_librarys_formats():
+    from pixelwise.cli import build_parser
+    from pixelwise.inference import MASK_FORMATS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    flag = next(a for a in sub.choices["predict"]._actions if a.dest == "mask_format")
+    assert tuple(flag.choices) == MASK_FORMATS and flag.default == "data"
+
+
+def test_predict_refuses_an_encoding_without_a_value_for_a_class_before_writing(tmp_path, capsys):
+    gap = {"kind": "values", "value_map": {"0": 0, "255": 2}}  # no value is class 1
+    checkpoint = encoded_checkpoint(tmp_path / "gap.pt", gap, 3, seed=0)
+    root = write_folder(tmp_path / "set", stems=("a",))
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "predict", checkpoint, root / "images", "--out", out)
+    assert one_line_error(code, err) == (
+        'the encoding { kind = "values", value_map = { "0" = 0, "255" = 2 } } must have a mask '
+        "value for every class it writes, got none for [1]; add one to the value map (or the "
+        "palette), or write class indices (pixelwise predict --mask-format index)"
+    )
+    assert not out.exists()
+    argv = ("predict", checkpoint, root / "images", "--out", out, "--mask-format", "index")
+    assert run(capsys, *argv)[0] == 0
+
+
+def test_predict_with_the_palette_file_gone_says_how_to_write_indices(tmp_path, capsys):
+    gone = tmp_path / "palette.png"
+    checkpoint = encoded_checkpoint(
+        tmp_path / "p.pt", {"kind": "palette", "palette": str(gone)}, 2, seed=0
+    )
+    root = write_folder(tmp_path / "set", stems=("a",))
+    code, _, err = run(capsys, "predict", checkpoint, root / "images", "--out", tmp_path / "o")
+    assert one_line_error(code, err) == (
+        "the mask encoding of the training data must be usable to write masks in, got "
+        f"palette image {gone} must be an existing file, got a missing file; "
+        "write class indices instead (mask_format='index', --mask-format index)"
     )
 
 

@@ -102,6 +102,20 @@ def test_errors_are_one_line(argv, pieces, capsys):
         assert piece in err
 
 
+def test_encoding_errors_show_the_one_spelling(tmp_path, capsys):
+    folder = ["data.layout=folders", f"data.root={tmp_path}"]
+    assert main(["train", *sets(*folder, "data.encoding=values")]) == 2
+    assert capsys.readouterr().err == (
+        "pixelwise: error: data.encoding (--set) must be a table (a TOML inline table or "
+        'JSON), got \'values\'; e.g. { kind = "values", value_map = { "0" = 0, "255" = 1 } }\n'
+    )
+    assert main(["train", *sets(*folder)]) == 2
+    assert capsys.readouterr().err == (
+        "pixelwise: error: the mask encoding of layout 'folders' must be declared, got nothing; "
+        'e.g. encoding = { kind = "values", value_map = { "0" = 0, "255" = 1 } }\n'
+    )
+
+
 def test_nproc_relaunches_under_torchrun(monkeypatch, tmp_path, capsys):
     calls = []
     monkeypatch.setattr(

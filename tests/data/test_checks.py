@@ -88,7 +88,8 @@ def test_binary_masks_suggest_the_value_map(make_folder):
     with pytest.raises(ValueError) as info:
         check_dataset(FolderDataset(root, MaskEncoding.index(2)))
     assert _first_problem(info, 3).endswith(
-        "got values [255]; the mask looks binary: declare MaskEncoding.values({0: 0, 255: 1})"
+        "got values [255]; the mask looks binary: "
+        'declare encoding = { kind = "values", value_map = { "0" = 0, "255" = 1 } }'
     )
     summary = check_dataset(FolderDataset(root, MaskEncoding.values({0: 0, 255: 1})))
     assert summary.num_samples == 3

@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from pixelwise.data import MaskEncoding
+from pixelwise.data.datasets import CAMVID_ENCODING
 from pixelwise.engine.checkpoint import (
     build_model,
     load_checkpoint,
@@ -178,6 +180,26 @@ def test_load_model_returns_a_segmenter_with_the_checkpoint_facts(tmp_path):
     x = torch.rand(1, 2, 16, 16)
     with torch.no_grad():
         assert torch.equal(segmenter(x), model(normalise_images(x, NORM)))
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"layout": "folders", "root": "d", "encoding": {"kind": "index", "num_classes": 3}},
+            MaskEncoding.index(3),
+        ),
+        ({"layout": "camvid", "root": "d"}, CAMVID_ENCODING),  # CamVid's own, undeclared
+        ({"layout": "synthetic"}, None),  # instance-derived masks: class indices
+        (None, None),  # pixelwise.fit on the user's data records no [data]
+    ],
+    ids=["declared", "camvid", "synthetic", "none"],
+)
+def test_load_model_carries_the_training_datas_mask_encoding(tmp_path, data, expected):
+    config = {"train": {"epochs": 2}} if data is None else {"data": data}
+    segmenter = load_model(save(tmp_path / "run.pt", tiny_unet(), config=config))
+    assert segmenter.encoding == expected
+    assert segmenter.with_network(segmenter.network).encoding == expected
 
 
 def test_a_segmenter_is_saved_as_its_network(tmp_path):

@@ -15,6 +15,7 @@ from pixelwise.inference import (
     covering_input_size,
     evaluate_dataset,
     evaluation_dataset,
+    mask_encoding,
     output_margin,
     plan_outputs,
     predict_file,
@@ -292,6 +293,46 @@ def test_read_image_file_checks_channels(tmp_path):
     assert str(info.value) == (
         f"image {path} must have 3 channel(s), the model's in_channels, got 1; "
         "convert the image (e.g. to RGB or greyscale) to match the model"
+    )
+
+
+def test_predict_file_writes_the_segmenters_encoding_or_class_indices(tmp_path):
+    path = tmp_path / "scene.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    torch.manual_seed(0)
+    network = create_model("unet", num_classes=2, in_channels=3, depth=2, base_width=4).eval()
+    binary = MaskEncoding.values({0: 0, 255: 1})
+    segmenter = Segmenter(network, encoding=binary)
+    written = {}
+    for fmt in ("data", "index"):
+        paths = prediction_paths(path, tmp_path / fmt)
+        mask = predict_file(segmenter, path, paths, mask_format=fmt).numpy()
+        written[fmt] = np.asarray(Image.open(paths["mask"]))
+    assert np.unique(mask).tolist() == [0, 1]
+    np.testing.assert_array_equal(written["index"], mask)
+    np.testing.assert_array_equal(written["data"], mask * 255)
+    np.testing.assert_array_equal(binary.decode(written["data"]), mask)
+    assert mask_encoding(segmenter) is binary and mask_encoding(segmenter, "index") is None
+    assert mask_encoding(network) is None  # a bare network: class indices
+    with pytest.raises(ValueError, match=r"mask format must be one of \['data', 'index'\]"):
+        mask_encoding(segmenter, "raw")
+
+
+def test_a_segmenter_builds_its_encoding_table_when_first_used(tmp_path):
+    network = tiny_unet()  # 3 classes
+    missing = tmp_path / "palette.png"
+    segmenter = Segmenter(network, encoding={"kind": "palette", "palette": str(missing)})
+    with pytest.raises(FileNotFoundError, match=f"palette image {missing} must be an existing"):
+        segmenter.encoding  # noqa: B018 - the property reads the file
+    segmenter.encoding = {"kind": "index", "num_classes": 3}
+    assert segmenter.encoding == MaskEncoding.index(3)
+    wrong = Segmenter(network, encoding={"kind": "values", "value_map": {"0": 0, "255": 1}})
+    with pytest.raises(ValueError) as info:
+        wrong.encoding  # noqa: B018
+    assert str(info.value) == (
+        "the mask encoding of the training data must have the network's 3 classes, got 2 in "
+        '{ kind = "values", value_map = { "0" = 0, "255" = 1 } }'
     )
 
 

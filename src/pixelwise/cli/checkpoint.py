@@ -79,11 +79,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pixelwise._checks import one_line
-    from pixelwise.inference import OUTPUT_KINDS, collect_images, plan_outputs, predict_file
+    from pixelwise.inference import collect_images, mask_encoding, plan_outputs, predict_file
     from pixelwise.report.palette import check_alpha
 
     check_alpha(args.alpha)
     segmenter = _optimized(args)
+    encoding = mask_encoding(segmenter, args.mask_format)  # refused before anything is written
     plan = plan_outputs(
         collect_images(args.images),
         args.out,
@@ -107,6 +108,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     tile=args.tile,
                     tta=args.tta,
                     progress=progress,
+                    mask_format=args.mask_format,
                 )
             except (ValueError, OSError) as problem:  # named; the other images go on
                 if len(plan) == 1:
@@ -114,12 +116,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 line = str(problem) if str(image) in str(problem) else f"image {image}: {problem}"
                 failed.append(one_line(line))
                 tqdm.write(f"pixelwise: error: {failed[-1]}", file=sys.stderr)
+    return _report_predictions(args.out, len(plan), len(failed), encoding)
+
+
+def _report_predictions(out: str, planned: int, failed: int, encoding: object) -> int:
+    """Print what ``predict`` wrote (and what its masks hold); the exit status."""
+    from pixelwise.inference import OUTPUT_KINDS  # at call time: start-up without torch
+
     kinds = ", ".join(f"<stem>_{kind}.png" for kind in OUTPUT_KINDS)
-    done = len(plan) - len(failed)
-    print(f"wrote {done} image(s) × {len(OUTPUT_KINDS)} files to {args.out} ({kinds})")
+    print(f"wrote {planned - failed} image(s) × {len(OUTPUT_KINDS)} files to {out} ({kinds})")
+    held = (
+        "class indices"
+        if encoding is None
+        else (f"mask values of the training data ({encoding.kind} encoding)")
+    )
+    print(f"masks: {held}")
     if failed:
         print(
-            f"pixelwise: error: {len(failed)} of {len(plan)} image(s) not predicted "
+            f"pixelwise: error: {failed} of {planned} image(s) not predicted "
             "(each named above); fix them and rerun with --skip-existing",
             file=sys.stderr,
         )
@@ -233,7 +247,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "predict", help="write index, colour and overlay PNGs of a checkpoint's predictions"
+        "predict", help="write mask, colour and overlay PNGs of a checkpoint's predictions"
     )
     p.add_argument("checkpoint", help="a checkpoint (.pt or .safetensors)")
     p.add_argument("images", nargs="+", help="image files or folders of images")
@@ -245,6 +259,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--skip-existing",
         action="store_true",
         help="leave out images whose outputs all exist (e.g. a rerun after fixing a bad image)",
+    )
+    p.add_argument(
+        "--mask-format",
+        choices=("data", "index"),
+        default="data",
+        help="<stem>_mask.png in the training data's mask encoding, ready for a masks/ folder "
+        "(data, the default: e.g. 0/255, palette colours) or as class indices (index); "
+        "class indices when the checkpoint declares no encoding",
     )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     p.add_argument(

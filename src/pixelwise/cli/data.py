@@ -8,7 +8,6 @@ that building the parser does not import torch.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -33,18 +32,25 @@ class _Layouts:
 
 
 def parse_encoding(text: str | None) -> dict | None:
-    """``--encoding``: a JSON table checked by :meth:`MaskEncoding.from_config`; None if absent."""
-    from pixelwise.data import MaskEncoding  # at call time: start-up without torch
+    """``--encoding``: a TOML inline table or JSON, checked by :meth:`MaskEncoding.from_config`;
+    None if absent."""
+    # At call time: start-up without torch.
+    from pixelwise.config import parse_table
+    from pixelwise.data import MaskEncoding
     from pixelwise.data.build import ENCODING_EXAMPLE
 
     if text is None:
         return None
-    try:
-        table = json.loads(text)
-    except json.JSONDecodeError:
-        table = None
-    if not isinstance(table, dict):
-        raise ValueError(message("--encoding", "be a JSON table", repr(text), ENCODING_EXAMPLE))
+    table = parse_table(text, "--encoding")
+    if table is None:
+        raise ValueError(
+            message(
+                "--encoding",
+                "be a table (a TOML inline table or JSON)",
+                repr(text),
+                ENCODING_EXAMPLE,
+            )
+        )
     MaskEncoding.from_config(table)  # refuses a bad table before any file is read
     return table
 
@@ -65,8 +71,10 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--encoding",
-        metavar="JSON",
-        help='the mask encoding, e.g. \'{"kind": "values", "value_map": {"0": 0, "255": 1}}\' '
+        metavar="TABLE",
+        # The one spelling of an encoding (MaskEncoding.to_toml; a test keeps them the same).
+        help="the mask encoding, a TOML inline table (or JSON), e.g. "
+        '\'{ kind = "values", value_map = { "0" = 0, "255" = 1 } }\' '
         "(default: the checkpoint's or config's)",
     )
 

@@ -40,7 +40,7 @@ from pixelwise.data.datasets import (
     SegmentationDataset,
     TiffStackDataset,
 )
-from pixelwise.data.encoding import MaskEncoding
+from pixelwise.data.encoding import EXAMPLE, MaskEncoding
 from pixelwise.data.splits import split_dataset
 from pixelwise.data.synthetic import SyntheticNuclei
 
@@ -48,7 +48,8 @@ from pixelwise.data.synthetic import SyntheticNuclei
 FOLDER_LAYOUTS = tuple(layout for layout in LAYOUTS if layout != "synthetic")
 CAMVID_EVAL_SPLITS = ("val", "train", "test")
 EVAL_SPLITS = ("val", "train", "all")
-ENCODING_EXAMPLE = 'e.g. --encoding \'{"kind": "values", "value_map": {"0": 0, "255": 1}}\''
+# The fix for a data folder named on the command line without an encoding.
+ENCODING_EXAMPLE = f"e.g. --encoding '{EXAMPLE.to_toml()}'"
 # (images, masks) under root when the config names none.
 DEFAULT_NAMES = {
     "folders": ("images", "masks"),
@@ -57,17 +58,34 @@ DEFAULT_NAMES = {
 }
 
 
-def _encoding(config: DataConfig) -> MaskEncoding:
-    if config.encoding is not None:
-        return MaskEncoding.from_config(config.encoding)
-    if config.layout == "camvid":
+def declared_encoding(
+    data: DataConfig | Mapping[str, object] | None,
+) -> MaskEncoding | Mapping[str, object] | None:
+    """How the mask files of a ``[data]`` table (or a :class:`DataConfig`) encode classes, as
+    declared, not yet built (a palette file is read when it is): the table's ``encoding``, else
+    CamVid's own for the camvid layout; None where nothing is declared (instance and synthetic
+    data, whose masks are not class files)."""
+    if data is None:
+        return None
+    if isinstance(data, DataConfig):
+        encoding, layout = data.encoding, data.layout
+    else:
+        encoding, layout = data.get("encoding"), data.get("layout")
+    if encoding is None and layout == "camvid":
         return CAMVID_ENCODING
+    return encoding
+
+
+def _encoding(config: DataConfig) -> MaskEncoding:
+    declared = declared_encoding(config)
+    if declared is not None:
+        return MaskEncoding.from_config(declared)
     raise ValueError(
         message(
             f"the mask encoding of layout '{config.layout}'",
             "be declared",
             "nothing",
-            'e.g. encoding = { kind = "values", value_map = { "0" = 0, "255" = 1 } }',
+            f"e.g. encoding = {EXAMPLE.to_toml()}",
         )
     )
 
@@ -179,9 +197,10 @@ def evaluation_dataset(
     )
     if config.layout == "camvid":
         check_choice("split", split, CAMVID_EVAL_SPLITS)
-        encoding = MaskEncoding.from_config(config.encoding or CAMVID_ENCODING)
         folder = camvid_folder(config, split)
-        return CamVidDataset(config.root, folder, encoding=encoding, channels=config.channels)
+        return CamVidDataset(
+            config.root, folder, encoding=_encoding(config), channels=config.channels
+        )
     check_choice("split", split, EVAL_SPLITS)
     if split == "all":
         if config.layout == "synthetic":

@@ -10,7 +10,16 @@ Three encodings cover the data sets the project reads:
   positions at or beyond ``num_classes`` are ignored (CamVid's black void colour).
 
 Every decoded mask holds values in ``[0, num_classes)`` or ``ignore_index``; anything else is a
-one-line error naming the file and the offending values.
+one-line error naming the file and the offending values. :meth:`MaskEncoding.encode` is the
+inverse: classes back to the values a mask file of the encoding holds (predicted masks written
+in the data set's own encoding).
+
+An encoding has one spelling in text, the TOML inline table of a run file's ``[data]``
+(:meth:`MaskEncoding.to_toml`)::
+
+    encoding = { kind = "values", value_map = { "0" = 0, "255" = 1 } }
+
+Every message that suggests an encoding shows it in this spelling.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from typing import Literal
 import numpy as np
 
 from pixelwise._checks import check_choice, did_you_mean, message
+from pixelwise._toml import toml_value
 from pixelwise.data._io import open_pil
 
 KINDS = ("index", "values", "palette")
@@ -36,6 +46,11 @@ def format_values(values: Sequence[object], limit: int = _MAX_SHOWN) -> str:
     shown = ", ".join(str(v) for v in list(values)[:limit])
     more = len(values) - limit
     return f"[{shown}, … {more} more]" if more > 0 else f"[{shown}]"
+
+
+def _classes_in(pairs: Sequence[tuple[int, int]], ignore_index: int) -> int:
+    """A value map's default ``num_classes``: its largest class (not ``ignore_index``) + 1."""
+    return max((c for _, c in pairs if c != ignore_index), default=0) + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +130,7 @@ class MaskEncoding:
             raise ValueError(message("value map", "have at least one entry", dict(table)))
         pairs = tuple(sorted((int(k), int(v)) for k, v in table.items()))
         if num_classes is None:
-            num_classes = max((c for _, c in pairs if c != ignore_index), default=0) + 1
+            num_classes = _classes_in(pairs, ignore_index)
         return cls("values", num_classes, ignore_index, value_map=pairs)
 
     @classmethod
@@ -149,7 +164,14 @@ class MaskEncoding:
         if isinstance(config, MaskEncoding):
             return config
         if not isinstance(config, Mapping):
-            raise TypeError(message("encoding", "be a MaskEncoding or a table", type(config)))
+            raise TypeError(
+                message(
+                    "encoding",
+                    "be a MaskEncoding or a table",
+                    type(config).__name__,
+                    f"e.g. {EXAMPLE.to_toml()}",
+                )
+            )
         allowed = {"kind", "num_classes", "ignore_index", "ignore_values", "value_map", "palette"}
         for key in config:
             if key not in allowed:
@@ -184,6 +206,25 @@ class MaskEncoding:
         else:
             out["palette"] = [list(c) for c in self.colors]
         return out
+
+    def to_toml(self) -> str:
+        """The encoding in its one spelling: the TOML inline table a run file's ``[data]`` takes
+        after ``encoding =`` (and ``--encoding`` and ``--set data.encoding=`` take), keys at
+        their defaults left out, e.g. ``{ kind = "values", value_map = { "0" = 0, "255" = 1 } }``.
+
+        ``MaskEncoding.from_config(tomllib.loads(f"encoding = {text}")["encoding"])`` reads it
+        back to an equal encoding.
+        """
+        table = self.to_config()
+        defaults = {"ignore_index": 255, "ignore_values": []}
+        if self.kind == "values":
+            defaults["num_classes"] = _classes_in(self.value_map, self.ignore_index)
+        elif self.kind == "palette":
+            defaults["num_classes"] = len(self.colors)
+        # kind first, then what the kind is about, then the numbers that differ from defaults.
+        order = ("kind", "value_map", "palette", "num_classes", "ignore_values", "ignore_index")
+        kept = {k: table[k] for k in order if k in table and table[k] != defaults.get(k, ...)}
+        return toml_value(kept)
 
     @property
     def channels(self) -> int:
@@ -230,23 +271,112 @@ class MaskEncoding:
             )
         return target[flat]
 
+    @cached_property
+    def _inverse(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, known): row c the mask value class c is written as, row K that of
+        ``ignore_index``; ``known`` says which rows the encoding has a value for."""
+        k = self.num_classes
+        known = np.zeros(k + 1, dtype=bool)
+        if self.kind == "palette":
+            colors = np.asarray(self.colors, dtype=np.uint8).reshape(-1, 3)
+            table = np.zeros((k + 1, 3), dtype=np.uint8)
+            n = min(k, len(colors))
+            table[:n], known[:n] = colors[:n], True
+            if len(colors) > k:  # the first colour past the classes is an ignored one
+                table[k], known[k] = colors[k], True
+            return table, known
+        target, valid = self._lookup
+        raws = np.flatnonzero(valid)  # ascending: a class's first value is its smallest
+        rows = np.where(target[raws] == self.ignore_index, k, target[raws])
+        found, first = np.unique(rows, return_index=True)
+        table = np.zeros(k + 1, dtype=np.int64)
+        table[found], known[found] = raws[first], True
+        return table.astype(np.uint8 if table.max() < 256 else np.uint16), known
+
+    def encode(self, classes: np.ndarray) -> np.ndarray:
+        """Classes as the values a mask file of this encoding holds: the inverse of
+        :meth:`decode`, ``decode(encode(c)) == c``.
+
+        A class is written as its smallest raw value (values, index) or its palette colour;
+        ``ignore_index`` as the smallest value mapped to it (the first palette colour past the
+        classes), where the encoding has one.
+
+        Args:
+            classes: Integer classes in ``[0, num_classes)`` or ``ignore_index`` (an array or a
+                CPU tensor).
+
+        Returns:
+            uint8 values (uint16 when a value is above 255), or uint8 RGB for a palette.
+
+        Shape:
+            classes: (H, W) → (H, W), or (H, W, 3) for a palette encoding.
+        """
+        labels = np.asarray(classes)
+        if labels.dtype.kind not in "iu":
+            raise TypeError(
+                message("classes to encode", "be integers", labels.dtype, "convert with .astype")
+            )
+        k = self.num_classes
+        rows = np.where((labels >= 0) & (labels < k), labels, -1).astype(np.int64)
+        rows[labels == self.ignore_index] = k
+        if (rows < 0).any():
+            raise ValueError(
+                message(
+                    "classes to encode",
+                    f"be in [0, {k}) or ignore_index {self.ignore_index}",
+                    f"values {format_values(np.unique(labels[rows < 0]).tolist())}",
+                )
+            )
+        table, known = self._inverse
+        missing = np.unique(rows[~known[rows]]).tolist()
+        if missing:
+            names = [f"ignore_index {self.ignore_index}" if r == k else str(r) for r in missing]
+            raise ValueError(
+                message(
+                    f"the encoding {self.to_toml()}",
+                    "have a mask value for every class it writes",
+                    f"none for {format_values(names)}",
+                    "add one to the value map (or the palette), or write class indices "
+                    "(pixelwise predict --mask-format index)",
+                )
+            )
+        return table[rows]
+
     def _bad_values_message(self, bad: np.ndarray, present: np.ndarray, source: str) -> str:
+        declared = [r for r, _ in self.value_map]
         if self.kind == "values":
-            expectation = (
-                f"hold only the declared values {format_values([r for r, _ in self.value_map])}"
-            )
+            expectation = f"hold only the declared values {format_values(declared)}"
         else:
-            ignored = [r for r, _ in self.value_map]
             expectation = f"hold classes 0..{self.num_classes - 1}" + (
-                f" or the ignored values {ignored}" if ignored else ""
+                f" or the ignored values {declared}" if declared else ""
             )
+        return message(
+            f"mask {source}", expectation, f"values {format_values(bad)}", self._fix(bad, present)
+        )
+
+    def _fix(self, bad: np.ndarray, present: np.ndarray) -> str:
+        """What to declare for undeclared mask values, as an encoding in its one spelling."""
         if set(present.tolist()) <= {0, 255}:
-            fix = "the mask looks binary: declare MaskEncoding.values({0: 0, 255: 1})"
-        elif self.kind == "values":
-            fix = "add the values to the value map (map a value to ignore_index to ignore it)"
-        else:
-            fix = "declare them with ignore_values=(...) or a value map (MaskEncoding.values)"
-        return message(f"mask {source}", expectation, f"values {format_values(bad)}", fix)
+            binary = MaskEncoding.values({0: 0, 255: 1}, ignore_index=self.ignore_index)
+            return f"the mask looks binary: declare encoding = {binary.to_toml()}"
+        if len(bad) > _MAX_SHOWN:  # too many to write out: say where they go
+            if self.kind == "values":
+                return "add the values to the value map (map a value to ignore_index to ignore it)"
+            return 'list them in ignore_values, or declare a value map (kind = "values")'
+        values = [int(v) for v in bad]
+        if self.kind == "values":
+            table = {**dict(self.value_map), **dict.fromkeys(values, self.ignore_index)}
+            ignoring = dataclasses.replace(self, value_map=tuple(sorted(table.items())))
+            return f"add them to the value map, e.g. encoding = {ignoring.to_toml()} to ignore them"
+        ignoring = MaskEncoding.index(
+            self.num_classes,
+            ignore_values=[r for r, _ in self.value_map] + values,
+            ignore_index=self.ignore_index,
+        )
+        return (
+            f"declare encoding = {ignoring.to_toml()} to ignore them, "
+            'or a value map (kind = "values") to read them as classes'
+        )
 
     def _decode_colors(self, raw: np.ndarray, source: str) -> np.ndarray:
         if raw.ndim != 3 or raw.shape[-1] != 3:
@@ -270,6 +400,10 @@ class MaskEncoding:
             )
         classes = order[pos]
         return np.where(classes < self.num_classes, classes, self.ignore_index).astype(np.int64)
+
+
+# The encoding that messages show as an example: binary 0/255 masks.
+EXAMPLE = MaskEncoding.values({0: 0, 255: 1})
 
 
 def _pack(rgb: np.ndarray) -> np.ndarray:

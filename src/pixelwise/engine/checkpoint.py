@@ -31,10 +31,11 @@ together (``os.replace``), so an interrupted save never leaves a truncated check
 nor a ``.pt`` and a ``.safetensors`` of different saves (but for the instant between the moves).
 
 :func:`load_model` rebuilds the model through the registry and returns a
-:class:`pixelwise.inference.segmenter.Segmenter` carrying the normalisation, class names and
-ignore index, with the :class:`Checkpoint` as its ``checkpoint`` attribute. A model outside the
-registry (any ``nn.Module``) is checkpointed the same way; to load it, build the module and
-pass it: ``load_model(path, network=module)``.
+:class:`pixelwise.inference.segmenter.Segmenter` carrying the normalisation, class names,
+ignore index and the mask encoding of the training data (from ``config["data"]``), with the
+:class:`Checkpoint` as its ``checkpoint`` attribute. A model outside the registry (any
+``nn.Module``) is checkpointed the same way; to load it, build the module and pass it:
+``load_model(path, network=module)``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from torch import nn
 
 from pixelwise._checks import message, one_line
 from pixelwise._files import atomic_write_all
+from pixelwise.data.build import declared_encoding
 from pixelwise.inference._model import model_in_channels, model_parts, unwrap_model
 from pixelwise.inference.segmenter import Segmenter, qualified_name
 from pixelwise.models import create_model
@@ -431,6 +433,13 @@ def build_model(checkpoint: Checkpoint, *, device: str | torch.device = "cpu") -
     return model.to(device).eval()
 
 
+def _training_encoding(config: Mapping) -> object:
+    """The mask encoding the checkpoint's ``[data]`` table declares, as written (built when
+    first used); None without a ``[data]`` table that declares one."""
+    data = config.get("data") if isinstance(config, Mapping) else None
+    return declared_encoding(data) if isinstance(data, Mapping) else None
+
+
 def load_model(
     path: str | Path,
     *,
@@ -447,7 +456,9 @@ def load_model(
 
     Returns:
         A :class:`pixelwise.inference.segmenter.Segmenter` with the checkpoint's
-        normalisation, class names and ignore index; ``segmenter.checkpoint`` is the
+        normalisation, class names and ignore index, and as its ``encoding`` the mask
+        encoding of the training data the checkpoint's config declares (None without one,
+        e.g. from :func:`pixelwise.fit`); ``segmenter.checkpoint`` is the
         :class:`Checkpoint` read (config, epoch, metrics, weights).
 
     Raises:
@@ -466,6 +477,7 @@ def load_model(
             Normalize.from_dict(checkpoint.normalisation).to(device),
             class_names=checkpoint.class_names,
             ignore_index=checkpoint.ignore_index,
+            encoding=_training_encoding(checkpoint.config),
         )
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         text = one_line(exc)

@@ -7,9 +7,11 @@ from pixelwise.data.build import evaluation_dataset
 from pixelwise.inference._model import output_margin
 from pixelwise.inference.evaluate import evaluate, evaluate_dataset
 from pixelwise.inference.predict import (
+    MASK_FORMATS,
     OUTPUT_KINDS,
     collect_images,
     covering_input_size,
+    mask_encoding,
     plan_outputs,
     predict_file,
     predict_logits,
@@ -24,6 +26,7 @@ from pixelwise.inference.tiling import plan_tiles, predict
 from pixelwise.inference.tta import augmented_logits
 
 __all__ = [
+    "MASK_FORMATS",
     "OUTPUT_KINDS",
     "Segmenter",
     "as_segmenter",
@@ -33,6 +36,7 @@ __all__ = [
     "evaluate",
     "evaluate_dataset",
     "evaluation_dataset",
+    "mask_encoding",
     "output_margin",
     "plan_outputs",
     "plan_tiles",

@@ -11,6 +11,11 @@ the U-Net paper's overlap-tile strategy for one tile.
 Every function takes a :class:`pixelwise.inference.segmenter.Segmenter` (its normalisation is
 applied to the images) or a bare network (which sees the images as they are). Nothing here
 prints.
+
+A predicted ``<stem>_mask.png`` is written in the mask encoding of the training data by
+default (``mask_format="data"``: 0/255 for a ``{0: 0, 255: 1}`` value map, palette colours for
+a palette, so that it can go back into a ``masks/`` folder), or as class indices
+(``"index"``); a model without a known encoding writes class indices either way.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixelwise._checks import check_images, message
+from pixelwise._checks import check_choice, check_images, message, one_line
 from pixelwise._files import check_output, save_png_atomic
 from pixelwise.data._io import read_image
 from pixelwise.data.datasets import list_images
+from pixelwise.data.encoding import MaskEncoding
 from pixelwise.inference._model import (
     eval_mode,
     model_device,
@@ -40,6 +46,7 @@ from pixelwise.report.palette import class_palette, colorize, overlay
 
 Progress = Callable[[int, int], None]
 OUTPUT_KINDS = ("mask", "color", "overlay")
+MASK_FORMATS = ("data", "index")  # <stem>_mask.png: the training data's encoding, or classes
 
 
 def covering_input_size(model: nn.Module, size: int) -> int:
@@ -209,6 +216,34 @@ def read_image_file(path: str | Path, channels: int | None = None) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))  # (C, H, W)
 
 
+def mask_encoding(model: nn.Module, mask_format: str = "data") -> MaskEncoding | None:
+    """The encoding ``<stem>_mask.png`` is written in: for ``"data"`` the model's training
+    data's (a Segmenter's ``encoding``), None (class indices) for ``"index"`` or a model
+    without one.
+
+    Raises:
+        ValueError: the encoding cannot be built (a palette file gone) or has no mask value
+            for a class the model predicts; before any file is written, when called first.
+    """
+    check_choice("mask format", mask_format, MASK_FORMATS)
+    if mask_format == "index":
+        return None
+    try:
+        encoding = getattr(model, "encoding", None)  # a Segmenter builds it on first use
+    except (ValueError, OSError) as exc:
+        raise ValueError(
+            message(
+                "the mask encoding of the training data",
+                "be usable to write masks in",
+                one_line(exc),
+                "write class indices instead (mask_format='index', --mask-format index)",
+            )
+        ) from None
+    if encoding is not None:
+        encoding.encode(np.arange(encoding.num_classes))  # refuses a class without a value
+    return encoding
+
+
 def save_prediction(
     image: torch.Tensor,
     mask: torch.Tensor,
@@ -216,8 +251,13 @@ def save_prediction(
     palette: np.ndarray,
     *,
     alpha: float = 0.5,
+    encoding: MaskEncoding | None = None,
 ) -> None:
-    """Write the index mask (8-bit, 16-bit above 256 classes), colour mask and overlay PNGs.
+    """Write the mask, colour mask and overlay PNGs.
+
+    The mask holds ``encoding.encode`` of the classes (the data set's own values or colours,
+    see :meth:`pixelwise.data.encoding.MaskEncoding.encode`), or without an encoding the class
+    indices (8-bit, 16-bit above 256 classes).
 
     Shape:
         image: (C, H, W) float in [0, 1]; mask: (H, W) integer classes; palette: (K, 3).
@@ -227,7 +267,7 @@ def save_prediction(
     picture = image.cpu().numpy().transpose(1, 2, 0)  # (H, W, C)
     # Everything is drawn before the first write, so a bad argument leaves no file behind.
     arrays = {
-        "mask": labels.astype(dtype),
+        "mask": labels.astype(dtype) if encoding is None else encoding.encode(labels),
         "color": colorize(labels, palette, ignore_index=None),
         "overlay": overlay(picture, labels, palette, alpha, ignore_index=None),
     }
@@ -245,8 +285,9 @@ def predict_file(
     tile: int = 512,
     tta: bool | str = False,
     progress: Callable[[int, int], None] | None = None,
+    mask_format: str = "data",
 ) -> torch.Tensor:
-    """Read one image, predict it and write its three PNGs; returns the mask.
+    """Read one image, predict it and write its three PNGs; returns the mask (classes).
 
     Images of any size go through :func:`pixelwise.inference.tiling.predict`: one that fits in
     a tile is predicted whole, a larger one in overlapping tiles (overlap-tile for a valid
@@ -255,19 +296,22 @@ def predict_file(
     command line does).
 
     Args:
-        model: A :class:`pixelwise.inference.segmenter.Segmenter` (its normalisation and
-            palette are used) or a bare network.
+        model: A :class:`pixelwise.inference.segmenter.Segmenter` (its normalisation,
+            palette and encoding are used) or a bare network.
         palette: (K, 3) colours; default the Segmenter's, or
             :func:`pixelwise.report.palette.class_palette` of K for a bare network.
+        mask_format: ``"data"``: ``<stem>_mask.png`` in the training data's encoding
+            (:func:`mask_encoding`; class indices without one); ``"index"``: class indices.
 
     Shape:
         returns (H, W) int64.
     """
+    encoding = mask_encoding(model, mask_format)
     image = read_image_file(image_path, model_in_channels(model))  # (C, H, W)
     logits = predict_tiled(model, image, tile=tile, tta=tta, progress=progress)  # (K, H, W)
     mask = logits.argmax(dim=0).cpu()  # (H, W)
     if palette is None:
         palette = getattr(model, "palette", None)
         palette = class_palette(logits.shape[0]) if palette is None else palette
-    save_prediction(image, mask, paths, palette, alpha=alpha)
+    save_prediction(image, mask, paths, palette, alpha=alpha, encoding=encoding)
     return mask

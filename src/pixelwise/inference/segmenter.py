@@ -1,9 +1,9 @@
 """A trained network together with the facts needed to use it.
 
 A :class:`Segmenter` holds the network, its input normalisation (a
-:class:`pixelwise.nn.normalise.Normalize` module), the class names, the ignore index and a
-palette, so that prediction, evaluation, export and style transfer take one object instead of
-four loose arguments. :func:`pixelwise.engine.checkpoint.load_model` returns one; wrapping a
+:class:`pixelwise.nn.normalise.Normalize` module), the class names, the ignore index, a
+palette and the mask encoding of its training data, so that prediction, evaluation, export and
+style transfer take one object instead of five loose arguments. :func:`pixelwise.engine.checkpoint.load_model` returns one; wrapping a
 live model is cheap (nothing is copied), so a training loop can build one per validation::
 
     segmenter = Segmenter(model, {"mean": [0.5], "std": [0.25]}, class_names=("bg", "cell"))
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from pixelwise._checks import message
+from pixelwise.data.encoding import MaskEncoding
 from pixelwise.inference._model import (
     model_device,
     model_in_channels,
@@ -45,9 +46,12 @@ class Segmenter(nn.Module):
         ignore_index: Target value left out of losses and metrics.
         palette: (K, 3) uint8 colours; default
             :func:`pixelwise.report.palette.class_palette` of the class names.
+        encoding: How the training data's mask files encode classes, a
+            :class:`pixelwise.data.encoding.MaskEncoding` or its config table (built when
+            first used, so a palette file is read only then); None when unknown.
 
     Attributes:
-        network, normalize, class_names (tuple), ignore_index, checkpoint (the
+        network, normalize, class_names (tuple), ignore_index, encoding, checkpoint (the
         :class:`pixelwise.engine.checkpoint.Checkpoint` it was loaded from, or None).
 
     Shape:
@@ -64,6 +68,7 @@ class Segmenter(nn.Module):
         class_names: Sequence[str] | None = None,
         ignore_index: int = 255,
         palette: np.ndarray | Sequence[Sequence[int]] | None = None,
+        encoding: MaskEncoding | Mapping[str, object] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(network, nn.Module):
@@ -75,6 +80,7 @@ class Segmenter(nn.Module):
         self.class_names = _class_names(class_names, model_num_classes(network))
         self.ignore_index = int(ignore_index)
         self._palette = None if palette is None else np.asarray(palette, dtype=np.uint8)
+        self._encoding = encoding
         self.checkpoint = None
         self.training = network.training  # the wrapper's mode mirrors the network's
 
@@ -112,6 +118,33 @@ class Segmenter(nn.Module):
             return self._palette
         return class_palette(self.class_names or (self.num_classes or 1))
 
+    @property
+    def encoding(self) -> MaskEncoding | None:
+        """How the training data's mask files encode classes (predicted masks are written in
+        it, :meth:`MaskEncoding.encode`); None when unknown (masks are then class indices).
+
+        Raises:
+            ValueError: the encoding cannot be built (a palette file missing), or has other
+                classes than the network.
+        """
+        if self._encoding is None or isinstance(self._encoding, MaskEncoding):
+            return self._encoding
+        encoding = MaskEncoding.from_config(self._encoding)
+        if self.num_classes is not None and encoding.num_classes != self.num_classes:
+            raise ValueError(
+                message(
+                    "the mask encoding of the training data",
+                    f"have the network's {self.num_classes} classes",
+                    f"{encoding.num_classes} in {encoding.to_toml()}",
+                )
+            )
+        self._encoding = encoding
+        return encoding
+
+    @encoding.setter
+    def encoding(self, value: MaskEncoding | Mapping[str, object] | None) -> None:
+        self._encoding = value
+
     def meta(self) -> dict[str, object]:
         """What export files and ``pixelwise info`` record: model name and arguments (the
         class's qualified name and ``{}`` for a model outside the registry), class names,
@@ -136,6 +169,7 @@ class Segmenter(nn.Module):
             class_names=self.class_names,
             ignore_index=self.ignore_index,
             palette=self._palette,
+            encoding=self._encoding,
         )
         segmenter.checkpoint = self.checkpoint
         return segmenter
