@@ -81,14 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": results,
     }
     path = _runs.write_json(args.out / f"{NAME}.json", report)
-    print(f"ISBI 2012, {_runs.describe_samples(names)}, {args.minutes:g} min each, jobs {args.jobs}")
+    print(
+        f"ISBI 2012, {_runs.describe_samples(names)}, {args.minutes:g} min each, jobs {args.jobs}"
+    )
     keys = ("pixel_error", "rand_error", "min_rand_error", "v_info")
     rows = []
     for label in trained:
         for mark, scores in results[label].items():
             rows.append([label, mark, scores["iteration"], *(scores[k] for k in keys)])
     final = {label: list(results[label].values())[-1] for label in trained}
-    ratio = [final["shipped"][k] / final["planned"][k] if final["planned"][k] else None for k in keys]
+    ratio = [
+        final["shipped"][k] / final["planned"][k] if final["planned"][k] else None for k in keys
+    ]
     rows.append(["shipped / planned", "end", None, *ratio])
     _runs.print_table(["recipe", "checkpoint", "iteration", *keys], rows)
     print(f"plan took {plan_seconds:.0f} s; wrote {path}")
