@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -46,12 +44,10 @@ def test_same_seed_gives_identical_arrays_other_seeds_and_splits_differ():
     np.testing.assert_array_equal(labels, first.instances[3])
 
 
-def test_the_default_train_and_val_sets_are_generated_in_well_under_two_seconds():
-    start = time.perf_counter()
+def test_the_default_train_and_val_sets_have_their_sizes():
+    # Speed is measured in benchmarks, never asserted in tests.
     train, val = synthetic_splits()
-    elapsed = time.perf_counter() - start
     assert (len(train), len(val)) == (64, 16) and train.images.shape == (64, 96, 96)
-    assert elapsed < 2.0, f"generation took {elapsed:.2f} s"
 
 
 def test_every_image_has_several_touching_pairs_separated_by_a_gap():
