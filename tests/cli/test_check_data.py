@@ -98,15 +98,6 @@ def test_camvid_folder_checks_train_and_val(tmp_path, capsys):
     assert out.splitlines()[-1].split() == ["ignored", "4", "4"]
 
 
-def test_folder_without_encoding(tmp_path, capsys):
-    write_folder(tmp_path / "set")
-    code, _, err = run(capsys, "check-data", tmp_path / "set")
-    assert one_line_error(code, err) == (
-        f"the mask encoding of {tmp_path / 'set'} must be declared, got nothing; "
-        'e.g. --encoding \'{ kind = "values", value_map = { "0" = 0, "255" = 1 } }\''
-    )
-
-
 def test_run_config_without_encoding_shows_the_run_file_line(tmp_path, capsys):
     write_folder(tmp_path / "set")
     config = tmp_path / "run.toml"
@@ -280,3 +271,29 @@ def test_check_data_reads_every_isbi_slice(capsys, monkeypatch):
     code, out, _ = run(capsys, "check-data", f"{PROJECT.name}/configs/isbi2012.toml")
     assert code == 0
     assert "train 20 samples, val 5 samples" in out and "size 512×512" in out
+
+
+def test_a_folder_without_a_declared_encoding_gets_the_values_found_and_a_proposal(
+    tmp_path, capsys
+):
+    write_folder(tmp_path / "set")
+    assert main(["check-data", str(tmp_path / "set")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "masks hold [0, 255] (2 values): mask values {0, 255}: binary"
+    assert out[1] == (
+        'proposed: --encoding \'{ kind = "values", value_map = { "0" = 0, "255" = 1 } }\' '
+        "(check it, then declare it in a run config or pass it)"
+    )
+    assert out[2].startswith(f"checked {tmp_path / 'set'} (layout folders): all 4 samples")
+
+
+def test_a_folder_whose_mask_values_imply_no_encoding_is_one_line_with_the_values(tmp_path, capsys):
+    write_folder(tmp_path / "set")
+    noisy = np.arange(HEIGHT * WIDTH, dtype=np.uint32).reshape(HEIGHT, WIDTH) % 200
+    Image.fromarray(noisy.astype(np.uint8)).save(tmp_path / "set" / "masks" / "a.png")
+    assert main(["check-data", str(tmp_path / "set")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"pixelwise: error: the mask encoding of {tmp_path / 'set'} must be declared, got mask "
+        "values [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ...] (more than 64 values) are too many"
+    )

@@ -63,7 +63,7 @@ def test_ambiguous_values_propose_nothing_and_show_what_was_found():
     proposal = propose_encoding(too_many)
     assert proposal.encoding is None
     assert proposal.reason == (
-        f"mask values [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ...] ({MAX_CLASSES + 1} values) are "
+        f"mask values [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ...] (more than {MAX_CLASSES} values) are "
         "too many for classes; declare data.encoding in a run config"
     )
     both = propose_encoding([0, 1], [(255, 0, 0)])

@@ -93,8 +93,36 @@ def _data_to_check(args: argparse.Namespace) -> tuple[dict, tuple[str, ...]]:
         raise FileNotFoundError(
             message(f"{source}", "be a run config (.toml) or a data folder", "a missing path")
         )
-    table = folder_table({}, str(source), **data_flags(args))
+    flags = data_flags(args)
+    if flags["layout"] is None or flags["encoding"] is None:
+        flags = _found_flags(source, flags)
+    table = folder_table({}, str(source), **flags)
     return table, ("train", "val") if table["layout"] == "camvid" else ("all",)
+
+
+def _found_flags(source: Path, flags: dict) -> dict:
+    """The layout the folder's shape shows, and for folders or tiff without a declared
+    encoding the one its mask values imply (printed with the values), else one line with the
+    values found."""
+    from pixelwise.plan.fingerprint import Layout, detect_layout, found_values
+
+    found = detect_layout(source) if flags["layout"] is None else Layout(flags["layout"], "", "")
+    if found.layout == "tiff" and not found.images:
+        found = detect_layout(source)
+    flags = {**flags, "layout": found.layout}
+    if flags["encoding"] is None and found.layout in ("folders", "tiff"):
+        values, proposal = found_values(source, found)
+        if proposal.encoding is None:
+            raise ValueError(
+                message(f"the mask encoding of {source}", "be declared", proposal.reason)
+            )
+        print(f"masks hold {values}: {proposal.reason}")
+        print(
+            f"proposed: --encoding '{proposal.encoding.to_toml()}' (check it, then declare "
+            "it in a run config or pass it)"
+        )
+        flags["encoding"] = proposal.encoding.to_config()
+    return flags
 
 
 def _sizes(sizes: Sequence[tuple[int, int]]) -> str:

@@ -108,8 +108,11 @@ class Proposal:
 
 
 def _spelled(values: Sequence[int]) -> str:
+    """``[0, 1, ..., 11, ...] (n values)``; past :data:`MAX_CLASSES` (where reading stops)
+    the count is "more than" it."""
     shown = ", ".join(str(v) for v in values[:12])
-    return f"[{shown}{', ...' if len(values) > 12 else ''}] ({len(values)} values)"
+    count = f"more than {MAX_CLASSES}" if len(values) > MAX_CLASSES else str(len(values))
+    return f"[{shown}{', ...' if len(values) > 12 else ''}] ({count} values)"
 
 
 def propose_encoding(
@@ -360,6 +363,23 @@ def _manifest(root: Path) -> str | None:
     with path.open(newline="", encoding="utf-8") as f:
         header = next(csv.reader(f), [])
     return path.name if "group" in header else None
+
+
+def found_values(root: str | Path, layout: Layout) -> tuple[str, Proposal]:
+    """The mask values (or colours) of a folders or tiff layout, spelled for a message, and
+    the encoding they imply: what ``pixelwise check-data DATA`` reports when none is declared."""
+    root = Path(root)
+    if layout.layout == "tiff":
+        from pixelwise.data._io import read_tiff_pages
+
+        pages = _spaced(read_tiff_pages(root / layout.masks, "label stack"), MAX_MASKS)
+        values = sorted({int(v) for page in pages for v in np.unique(page)})
+        colors: list[tuple[int, int, int]] = []
+    else:
+        pairs, _ = _pairs(root, layout)
+        values, colors = _mask_values([mask for _, mask in _spaced(pairs, MAX_MASKS)])
+    spelled = _spelled(values) if values else f"{len(colors)} colours"
+    return spelled, propose_encoding(values[: MAX_CLASSES + 1], colors)
 
 
 def _proposal(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pixelwise._toml import _toml_key, _toml_value
+from pixelwise._toml import _toml_key, toml_value
 from pixelwise.plan.fingerprint import Fingerprint
 from pixelwise.plan.planner import Plan, tile_for
 
@@ -72,7 +72,7 @@ def plan_toml(plan: Plan, fp: Fingerprint, minutes: float, *, folder: Path | Non
                 continue
             if section == "data" and key == "root":
                 value = _relative(str(value), folder)
-            line = f"{_toml_key(key)} = {_toml_value(value)}"
+            line = f"{_toml_key(key)} = {toml_value(value)}"
             reason = plan.reasons.get(f"{section}.{key}")
             lines.append(f"{line}  # {reason}" if reason else line)
         blocks.append("\n".join(lines))
