@@ -333,18 +333,49 @@ def test_a_data_path_with_the_built_in_data_is_refused_not_ignored(tmp_path, mon
         load_config(None, ["data.images=imgs"])
 
 
+SCALE_RANGE = "be a finite number > 0.0 and <= 1.0"
+
+
 @pytest.mark.parametrize(
     ("override", "error"),
     [
         ('data.hflip="yes"', "data.hflip (--set) must be true or false, got 'yes'"),
         ("data.rot90=1", "data.rot90 (--set) must be true or false, got 1"),
         ("data.elastic_std=-1", "data.elastic_std (--set) must be a finite number >= 0.0, got -1"),
+        ("data.input_scale=0", f"data.input_scale (--set) must {SCALE_RANGE}, got 0"),
+        ("data.input_scale=1.5", f"data.input_scale (--set) must {SCALE_RANGE}, got 1.5"),
+        ("data.input_scale=nan", f"data.input_scale (--set) must {SCALE_RANGE}, got nan"),
+        ("data.input_scale=true", f"data.input_scale (--set) must {SCALE_RANGE}, got True"),
+        ('data.input_scale="half"', f"data.input_scale (--set) must {SCALE_RANGE}, got 'half'"),
     ],
 )
 def test_data_flags_and_strengths_are_checked_where_they_are_set(override, error):
     with pytest.raises(ValueError) as info:
         load_config(None, [override])
     assert str(info.value) == error
+
+
+def test_input_scale_multiplies_the_training_scale_range():
+    config = load_config(None, ["data.input_scale=0.5"])
+    assert config.data.input_scale == 0.5 and config.data.training_scale == (0.5, 0.5)
+    ranged = load_config(None, ["data.input_scale=0.25", "data.scale=[0.8, 1.2]"])
+    assert ranged.data.training_scale == (0.2, 0.3)
+    assert load_config(None, ["data.scale=[0.8, 1.2]"]).data.training_scale == (0.8, 1.2)
+    assert load_config(None, []).data.training_scale is None
+    assert RunConfig.from_dict(config.to_dict()).data.input_scale == 0.5
+
+
+def test_input_scale_is_refused_with_a_valid_padding_unet():
+    overrides = ["data.input_scale=0.5", "model.options={depth=2, padding='valid'}"]
+    with pytest.raises(ValueError) as info:
+        load_config(None, overrides)
+    assert str(info.value) == (
+        "data.input_scale (--set) must be 1 with model.options.padding = 'valid', got 0.5; "
+        "set model.options.padding = 'same', or leave data.input_scale at 1"
+    )
+    same = load_config(None, ["data.input_scale=0.5", "model.options={depth=2, padding='same'}"])
+    assert same.data.input_scale == 0.5
+    assert load_config(None, ["model.options={depth=2, padding='valid'}"]).data.input_scale == 1
 
 
 def test_nesting_is_bounded_in_files_and_overrides(tmp_path):

@@ -226,6 +226,11 @@ class DataConfig:
         channels: Channels every image must have; None accepts any.
         crop_size: Training crop (int or (h, w)); None keeps the image size.
         scale: Random scale range, e.g. (0.75, 1.25).
+        input_scale: The scale the network trains and predicts at, in (0, 1]: training
+            images and masks are resized by it before the random crop (``scale``'s range is
+            multiplied by it), and the checkpoint's prediction and evaluation resize each
+            image by it and the logits back (:class:`pixelwise.nn.rescale.Rescaled`);
+            validation samples stay at full resolution. Not with a valid-padding U-Net.
         hflip, vflip, rot90: Random flips and 90° rotations.
         elastic_std: Elastic deformation strength, pixels (0: off; the U-Net paper: 10).
         val_fraction: Share of samples that validate (not camvid, which has a val split).
@@ -248,6 +253,7 @@ class DataConfig:
     channels: int | None = None
     crop_size: int | tuple[int, int] | None = None
     scale: tuple[float, float] | None = None
+    input_scale: float = 1.0
     hflip: bool = False
     vflip: bool = False
     rot90: bool = False
@@ -284,6 +290,17 @@ class DataConfig:
             _check_bool("data", key, getattr(self, key))
         std = _check_float("data", "elastic_std", self.elastic_std, 0.0)
         object.__setattr__(self, "elastic_std", std)
+        scale = _check_float("data", "input_scale", self.input_scale, 0.0, 1.0, open_low=True)
+        object.__setattr__(self, "input_scale", scale)
+
+    @property
+    def training_scale(self) -> tuple[float, float] | None:
+        """The training resize range: ``scale`` times ``input_scale`` ((s, s) without a
+        ``scale``); None when neither resizes."""
+        s = self.input_scale
+        if self.scale is None:
+            return None if s == 1 else (s, s)
+        return (self.scale[0] * s, self.scale[1] * s)
 
     def _check_synthetic_reads_no_files(self) -> None:
         """Built-in data reads no files: a data path with it would be ignored without a word."""
@@ -532,6 +549,17 @@ class RunConfig:
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        """Rules across tables: a reduced ``data.input_scale`` needs a network that keeps its
+        input size (overlap-tile arithmetic of a valid U-Net assumes the native scale)."""
+        if self.data.input_scale != 1 and self.model.options.get("padding") == "valid":
+            raise _bad(
+                "data.input_scale",
+                "be 1 with model.options.padding = 'valid'",
+                self.data.input_scale,
+                "set model.options.padding = 'same', or leave data.input_scale at 1",
+            )
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dicts (lists for tuples, None kept), e.g. for the checkpoint."""
         return {name: _plain(_section_dict(getattr(self, name))) for name in SECTIONS}
@@ -695,7 +723,10 @@ def _build(table: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str]) -
             sections[name] = _SECTION_TYPES[name](**values)
         except BadValue as exc:
             raise ValueError(_with_origin(exc, origins)) from None
-    return RunConfig(**sections)
+    try:
+        return RunConfig(**sections)
+    except BadValue as exc:
+        raise ValueError(_with_origin(exc, origins)) from None
 
 
 def _build_data(values: dict[str, Any], origins: Mapping[str, str]) -> DataConfig:

@@ -127,3 +127,23 @@ def test_camvid_layout_uses_its_train_and_val_folders(tmp_path, save):
     train, val = build_datasets({"layout": "camvid", "root": str(tmp_path), "crop_size": 8})
     assert (len(train), len(val)) == (3, 2) and train.num_classes == 11
     assert train[0]["image"].shape == (3, 8, 8) and val[0]["image"].shape == (3, 9, 11)
+
+
+def test_input_scale_resizes_training_samples_before_the_crop_not_validation(make_folder):
+    root = make_folder(stems=[f"s{i}" for i in range(5)], values=(0, 255))
+    config = {
+        "layout": "folders",
+        "root": str(root),
+        "encoding": {"kind": "values", "value_map": {"0": 0, "255": 1}},
+        "input_scale": 0.5,
+        "val_fraction": 0.4,
+    }
+    train, val = build_datasets(config, generator=torch.Generator().manual_seed(0))
+    sample = train[0]  # 45×67 at 0.5: round(22.5) = 22, round(33.5) = 34
+    assert sample["image"].shape == (3, 22, 34) and sample["mask"].shape == (22, 34)
+    assert set(sample["mask"].unique().tolist()) <= {0, 1}  # nearest: no new values
+    assert val[0]["image"].shape == (3, 45, 67) and val[0]["mask"].shape == (45, 67)
+    cropped, _ = build_datasets({**config, "crop_size": 16, "scale": [0.5, 0.5]})
+    assert cropped[0]["image"].shape == (3, 16, 16)
+    quarter, _ = build_datasets({**config, "scale": [0.5, 0.5]})  # (0.5·0.5, 0.5·0.5)
+    assert quarter[0]["image"].shape == (3, 11, 17)  # round(11.25), round(16.75)

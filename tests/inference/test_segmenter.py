@@ -95,6 +95,7 @@ def test_segmenter_defaults_and_meta():
         "normalisation": {},
         "num_classes": 3,
         "in_channels": 3,
+        "input_scale": 1.0,
     }
     user = Segmenter(nn.Conv2d(3, 2, 1), NORM)
     assert user.meta()["model_name"] == "torch.nn.modules.conv.Conv2d"

@@ -19,6 +19,7 @@ from pixelwise.plan.planner import (
     candidates,
     choose,
     crop_for,
+    input_scale_for,
     pick,
 )
 
@@ -109,6 +110,46 @@ def test_a_binary_folder_plan():
     allowed = int(VALIDATION_SHARE * 900 / once)
     assert train["val_every"] == math.ceil(int(900 / 5.0) / allowed) == 18
     assert plan.warnings == ()
+    assert "input_scale" not in data and "data.input_scale" not in plan.reasons
+
+
+@pytest.mark.parametrize(
+    ("side", "minutes", "scale"),
+    [
+        (512, 15, 1.0),
+        (1024, 15, 1.0),  # exactly 4 × the crop: native scale
+        (1025, 15, 0.5),
+        (2048, 15, 0.5),
+        (4096, 15, 0.25),
+        (8192, 59, 0.125),
+        (20000, 15, 0.125),  # the smallest scale when none brings it within 1024
+        (4096, 60, 1.0),  # a budget of an hour or more trains at full scale
+    ],
+)
+def test_large_images_under_a_short_budget_train_at_a_reduced_scale(side, minutes, scale):
+    assert input_scale_for(fp(sizes=((side, side + 300),) * 10), minutes) == scale
+
+
+def test_a_plan_for_large_images_records_the_scale_and_crops_the_scaled_images():
+    large = fp(sizes=((4096, 4096),) * 10, num_images=10)
+    plan = choose(large, speeds(0.5, 1.0, 2.0), 15)
+    data = plan.tables["data"]
+    assert data["input_scale"] == 0.25 and data["crop_size"] == 256
+    assert plan.reasons["data.input_scale"].startswith(
+        "median shorter side 4096 > 1024 (4× the crop) under a 15-minute budget: trained and "
+        "predicted at 0.25 (1024 pixels)"
+    )
+    assert plan.reasons["data.crop_size"] == (
+        "random 256×256 crops of 1024×1024 images (median) at scale 0.25"
+    )
+    assert RunConfig.from_dict(plan.tables).data.input_scale == 0.25
+    assert choose(large, speeds(0.5, 1.0, 2.0), 90).tables["data"].get("input_scale") is None
+    # The crop rule reads the scaled sizes: 3000 and 400 at 0.5 are 1500 and 200.
+    mixed = fp(sizes=((3000, 3000),) * 9 + ((400, 400),), num_images=10)
+    assert crop_for(mixed) == 256 and crop_for(mixed, scale=0.5) == 192
+    planned = choose(mixed, speeds(0.5, 1.0, 2.0), 15).tables["data"]  # median 3000: 0.25
+    assert (planned["input_scale"], planned["crop_size"]) == (0.25, 96)  # 400 at 0.25 is 100
+    assert {c.crop for c in candidates(mixed, scale=0.5)} == {192}
 
 
 def test_rare_classes_get_weights_and_upright_scenes_no_vertical_flips():

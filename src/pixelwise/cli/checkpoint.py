@@ -154,6 +154,12 @@ def _parameters(checkpoint: object) -> str:
     return f"{count:,} (in the saved weights)"
 
 
+def _scale_text(scale: float) -> str:
+    if scale == 1:
+        return "1 (images as they are)"
+    return f"{scale:g} (images resized by {scale:g} in, logits back to the image size)"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from pixelwise._toml import flatten  # at call time: start-up without torch
     from pixelwise.engine.checkpoint import load_checkpoint
@@ -169,6 +175,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("classes", f"{checkpoint.num_classes}: " + ", ".join(checkpoint.class_names)),
         ("ignore_index", checkpoint.ignore_index),
         ("normalisation", f"mean {norm['mean']}, std {norm['std']}" if norm else "none"),
+        ("input scale", _scale_text(checkpoint.input_scale)),
         ("epoch", checkpoint.epoch),
         ("training state", "saved (resumable)" if checkpoint.training else "none"),
     )

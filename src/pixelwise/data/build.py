@@ -125,6 +125,10 @@ def build_datasets(
 ) -> tuple[SegmentationDataset, SegmentationDataset]:
     """The training set (with augmentation) and the validation set (without) of a config.
 
+    Training samples are resized by ``data.input_scale`` (with ``data.scale``'s random range,
+    :attr:`DataConfig.training_scale`) before the crop; validation samples keep their size
+    (prediction resizes them, :class:`pixelwise.nn.rescale.Rescaled`).
+
     Args:
         config: A :class:`DataConfig` or its TOML table.
         generator: Source of the augmentation's randomness; None for the global generator.
@@ -141,7 +145,7 @@ def build_datasets(
     ignore_index = 255 if fixed else _encoding(config).ignore_index
     train_transform = build_transforms(
         crop_size=config.crop_size,
-        scale=config.scale,
+        scale=config.training_scale,  # data.scale times data.input_scale, before the crop
         hflip=config.hflip,
         vflip=config.vflip,
         rot90=config.rot90,

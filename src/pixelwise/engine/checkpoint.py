@@ -33,7 +33,10 @@ nor a ``.pt`` and a ``.safetensors`` of different saves (but for the instant bet
 :func:`load_model` rebuilds the model through the registry and returns a
 :class:`pixelwise.inference.segmenter.Segmenter` carrying the normalisation, class names,
 ignore index and the mask encoding of the training data (from ``config["data"]``), with the
-:class:`Checkpoint` as its ``checkpoint`` attribute. A model outside the registry (any
+:class:`Checkpoint` as its ``checkpoint`` attribute. A run trained at a reduced input scale
+(``config["data"]["input_scale"]`` below 1) gets its network inside
+:class:`pixelwise.nn.rescale.Rescaled`, so that it predicts at the scale it was trained at;
+``state_dict`` is always the bare network's. A model outside the registry (any
 ``nn.Module``) is checkpointed the same way; to load it, build the module and pass it:
 ``load_model(path, network=module)``.
 """
@@ -56,10 +59,16 @@ from torch import nn
 from pixelwise._checks import message, one_line
 from pixelwise._files import atomic_write_all
 from pixelwise.data.build import declared_encoding
-from pixelwise.inference._model import model_in_channels, model_parts, unwrap_model
+from pixelwise.inference._model import (
+    model_in_channels,
+    model_parts,
+    rescaled_part,
+    unwrap_model,
+)
 from pixelwise.inference.segmenter import Segmenter, qualified_name
 from pixelwise.models import create_model
 from pixelwise.nn.normalise import Normalize, check_normalisation
+from pixelwise.nn.rescale import Rescaled, check_scale
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +116,17 @@ class Checkpoint:
         if channels is None and self.normalisation:
             channels = len(self.normalisation["mean"])
         return None if channels is None else int(channels)
+
+    @property
+    def input_scale(self) -> float:
+        """The run's ``data.input_scale`` (1.0 without a ``[data]`` table that sets it).
+
+        Raises:
+            ValueError: a recorded scale that is not in (0, 1], in one line.
+        """
+        data = self.config.get("data")
+        scale = data.get("input_scale", 1.0) if isinstance(data, Mapping) else 1.0
+        return check_scale(scale, "the checkpoint's data.input_scale")
 
 
 def _plain_key(key: object) -> object:
@@ -459,7 +479,9 @@ def load_model(
         normalisation, class names and ignore index, and as its ``encoding`` the mask
         encoding of the training data the checkpoint's config declares (None without one,
         e.g. from :func:`pixelwise.fit`); ``segmenter.checkpoint`` is the
-        :class:`Checkpoint` read (config, epoch, metrics, weights).
+        :class:`Checkpoint` read (config, epoch, metrics, weights). With a
+        ``data.input_scale`` below 1 its network is the rebuilt one inside
+        :class:`pixelwise.nn.rescale.Rescaled` (``segmenter.input_scale``).
 
     Raises:
         ValueError: as :func:`load_checkpoint`; a model outside the registry without
@@ -472,6 +494,8 @@ def load_model(
         else:
             _load_weights(unwrap_model(network), checkpoint)
             network = network.to(device).eval()
+        if checkpoint.input_scale != 1 and rescaled_part(network) is None:
+            network = Rescaled(network, checkpoint.input_scale).eval()
         segmenter = Segmenter(
             network,
             Normalize.from_dict(checkpoint.normalisation).to(device),

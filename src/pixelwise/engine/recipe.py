@@ -59,6 +59,8 @@ class RunParts:
             part of resume), or None.
         optimizer: Builds the optimizer from the model's parameters; None for the config's
             ``[optim]``.
+        input_scale: ``data.input_scale``: validation runs the model at it
+            (:class:`pixelwise.nn.rescale.Rescaled`), as prediction from the checkpoint does.
     """
 
     model: nn.Module
@@ -71,6 +73,7 @@ class RunParts:
     class_weights: torch.Tensor | None = None
     augment_generator: torch.Generator | None = None
     optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None
+    input_scale: float = 1.0
 
 
 def resolve_device(name: str, ctx: distributed.DistContext | None = None) -> torch.device:
@@ -177,7 +180,7 @@ def _check_training_sizes(config: RunConfig, summary: DataSummary) -> None:
         summary,
         crop_size=data.crop_size,
         batch_size=config.train.batch_size,
-        scale=data.scale,
+        scale=data.training_scale,
         rot90=data.rot90,
     ):
         logger.warning(line)
@@ -232,12 +235,13 @@ def build_parts(config: RunConfig, *, device: torch.device, rank: int = 0) -> Ru
         normalisation=normalisation,
         class_weights=weights,
         augment_generator=augment,
+        input_scale=config.data.input_scale,
     )
 
 
 def build_task(parts: RunParts, train: TrainConfig, device: torch.device) -> SegmentationTask:
-    """The parts' model, loss and normalisation on ``device``, with ``[train]``'s precision
-    and memory format (channels-last ``"auto"``: on CUDA)."""
+    """The parts' model, loss, normalisation and input scale on ``device``, with
+    ``[train]``'s precision and memory format (channels-last ``"auto"``: on CUDA)."""
     channels_last = (
         train.channels_last if isinstance(train.channels_last, bool) else device.type == "cuda"
     )
@@ -253,6 +257,7 @@ def build_task(parts: RunParts, train: TrainConfig, device: torch.device) -> Seg
         device=device,
         amp=train.amp,
         channels_last=channels_last,
+        input_scale=parts.input_scale,
     )
 
 

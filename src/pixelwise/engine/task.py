@@ -24,6 +24,7 @@ from pixelwise._checks import message
 from pixelwise.inference.segmenter import Segmenter
 from pixelwise.losses.build import SegmentationLoss
 from pixelwise.nn.normalise import Normalize
+from pixelwise.nn.rescale import Rescaled
 
 LossFn = Callable[..., torch.Tensor]
 
@@ -69,6 +70,8 @@ class SegmentationTask:
         device: Where the batches go.
         amp: float16 autocast (CUDA only).
         channels_last: Feed images in channels-last memory format.
+        input_scale: ``data.input_scale``: the training batches come resized by it (the
+            augmentation does that); :meth:`segmenter` runs the network at it.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class SegmentationTask:
         device: torch.device,
         amp: bool = False,
         channels_last: bool = False,
+        input_scale: float = 1.0,
     ) -> None:
         self.model = model
         self.train_model: nn.Module = model
@@ -92,6 +96,7 @@ class SegmentationTask:
         self.device = device
         self.amp = amp and device.type == "cuda"
         self.channels_last = channels_last
+        self.input_scale = float(input_scale)
         self.normalisation = normalisation
 
     @property
@@ -171,9 +176,10 @@ class SegmentationTask:
 
     def segmenter(self) -> Segmenter:
         """The network with its normalisation and classes, for evaluation and overlays (the
-        live model, not a copy)."""
+        live model, not a copy), at the input scale a checkpoint's prediction uses."""
+        network = self.model if self.input_scale == 1 else Rescaled(self.model, self.input_scale)
         return Segmenter(
-            self.model,
+            network,
             self.normalize,
             class_names=self.class_names,
             ignore_index=self.ignore_index,

@@ -3,6 +3,9 @@
 Functions here take a bare network or a :class:`pixelwise.inference.segmenter.Segmenter`
 (recognised by its ``network`` and ``normalize`` attributes, so that this module stays below
 the Segmenter): :func:`model_parts` splits either into the network and its input normalisation.
+A network trained at a reduced input scale runs inside :class:`pixelwise.nn.rescale.Rescaled`;
+:func:`unwrap_model` steps through it to the trained network (whose name, arguments and
+weights a checkpoint records), :func:`rescaled_part` finds it.
 """
 
 from __future__ import annotations
@@ -14,17 +17,45 @@ import torch
 from torch import nn
 
 from pixelwise.nn.normalise import Normalize
+from pixelwise.nn.rescale import Rescaled
+
+
+def _peel(model: nn.Module) -> nn.Module:
+    """The model inside one DistributedDataParallel / DataParallel or ``torch.compile``
+    wrapper, or ``model`` itself when it is none of them."""
+    if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        return model.module
+    if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+        return model._orig_mod
+    return model
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain model inside DistributedDataParallel / DataParallel and ``torch.compile``."""
+    """The plain model inside DistributedDataParallel / DataParallel, ``torch.compile`` and
+    :class:`~pixelwise.nn.rescale.Rescaled` (the trained network, whose weights are saved)."""
     while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        else:
+        inner = model.network if isinstance(model, Rescaled) else _peel(model)
+        if inner is model:
             return model
+        model = inner
+
+
+def rescaled_part(model: nn.Module) -> Rescaled | None:
+    """The :class:`~pixelwise.nn.rescale.Rescaled` wrapper of a network (or a Segmenter's),
+    inside DDP and compile wrappers; None when it runs at its native scale."""
+    model = model_parts(model)[0]
+    while not isinstance(model, Rescaled):
+        inner = _peel(model)
+        if inner is model:
+            return None
+        model = inner
+    return model
+
+
+def input_scale(model: nn.Module) -> float:
+    """The factor the model resizes its input by before the network (1.0 when it does not)."""
+    rescaled = rescaled_part(model)
+    return 1.0 if rescaled is None else rescaled.scale
 
 
 def model_parts(model: nn.Module) -> tuple[nn.Module, Normalize]:

@@ -11,7 +11,7 @@ model there, H and W (and N) are left free; otherwise the export is fixed to the
 ``size_divisor``, so padding to the divisor is traced as padding (by amounts computed from
 the size) rather than frozen away.
 
-Two models need an export form, used only here and equal to the model's own forward:
+These models need an export form, used only here and equal to the model's own forward:
 
 * SegNet's max-unpooling (``nn.MaxUnpool2d``) validates its output size in Python, which
   tracing cannot follow; :class:`ScatterMaxUnpool2d` puts each value at its index with a
@@ -19,6 +19,10 @@ Two models need an export form, used only here and equal to the model's own forw
 * U-Net with ``padding="valid"`` checks input sizes in Python, refusing the traced sizes; the
   export runs its layers without that check, so an exported valid U-Net takes only the sizes
   the network accepts (``valid_input_sizes_near``), unchecked.
+* A network run at a reduced input scale (:class:`pixelwise.nn.rescale.Rescaled`, from a
+  checkpoint trained with ``data.input_scale``) resizes with antialiasing, which ONNX lacks;
+  its export form writes that resize as matrix products (equal to float rounding), so the
+  exported graph takes full-size images and returns full-size logits.
 
 ONNX needs the ``onnx`` package (``pip install pixelwise[export]``, which also brings
 ``onnxruntime`` to run the result); both are imported only here, only when needed. The exported

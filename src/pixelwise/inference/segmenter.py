@@ -21,10 +21,12 @@ from torch import nn
 from pixelwise._checks import message
 from pixelwise.data.encoding import MaskEncoding
 from pixelwise.inference._model import (
+    input_scale,
     model_device,
     model_in_channels,
     model_num_classes,
     output_margin,
+    rescaled_part,
     unwrap_model,
 )
 from pixelwise.inference.predict import predict_logits as whole_logits
@@ -38,7 +40,8 @@ class Segmenter(nn.Module):
 
     Args:
         network: The trained ``nn.Module`` mapping normalised images to logits (held, not
-            copied; it may be a live training model, DDP-wrapped or compiled).
+            copied; it may be a live training model, DDP-wrapped or compiled, or run at a
+            reduced input scale inside :class:`pixelwise.nn.rescale.Rescaled`).
         normalize: A :class:`Normalize`, a ``{"mean": [...], "std": [...]}`` dict, or None
             (``{}``) for images taken in [0, 1] as they are.
         class_names: K names; default ``"0"`` … ``"K-1"`` when the network says K (a pixelwise
@@ -98,8 +101,16 @@ class Segmenter(nn.Module):
 
     @property
     def size_divisor(self) -> int:
-        """The network's ``size_divisor`` (1 when it has none)."""
-        return int(getattr(unwrap_model(self.network), "size_divisor", 1))
+        """The network's ``size_divisor`` (1 when it has none), over the input scale."""
+        rescaled = rescaled_part(self.network)
+        source = rescaled if rescaled is not None else unwrap_model(self.network)
+        return int(getattr(source, "size_divisor", 1))
+
+    @property
+    def input_scale(self) -> float:
+        """The factor images are resized by before the network (the training's
+        ``data.input_scale``; logits come back at the image size); 1.0 for none."""
+        return input_scale(self.network)
 
     @property
     def output_margin(self) -> int:
@@ -148,7 +159,8 @@ class Segmenter(nn.Module):
     def meta(self) -> dict[str, object]:
         """What export files and ``pixelwise info`` record: model name and arguments (the
         class's qualified name and ``{}`` for a model outside the registry), class names,
-        ignore index, normalisation, num_classes and in_channels (plain JSON values)."""
+        ignore index, normalisation, num_classes, in_channels and input_scale (plain JSON
+        values)."""
         net = unwrap_model(self.network)
         name = getattr(net, "pixelwise_name", None) or qualified_name(net)
         return {
@@ -159,6 +171,7 @@ class Segmenter(nn.Module):
             "normalisation": self.normalize.as_dict(),
             "num_classes": self.num_classes,
             "in_channels": self.in_channels,
+            "input_scale": self.input_scale,
         }
 
     def with_network(self, network: nn.Module) -> Segmenter:

@@ -12,7 +12,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pixelwise.plan.fingerprint import Fingerprint, Proposal, detect_layout, fingerprint
-from pixelwise.plan.planner import Candidate, Plan, Speed, candidates, choose
+from pixelwise.plan.planner import (
+    Candidate,
+    Plan,
+    Speed,
+    candidates,
+    choose,
+    input_scale_for,
+    scaled_size,
+)
 from pixelwise.plan.render import plan_toml, summary_lines, table_lines
 
 __all__ = [
@@ -56,12 +64,13 @@ def make_plan(
     if found.proposal.encoding is None:
         raise ValueError(f"the mask encoding of {root} cannot be told: {found.proposal.reason}")
     where = resolve_device(device)
-    options = candidates(found, where.type, model=model)
+    scale = input_scale_for(found, minutes)
+    options = candidates(found, where.type, model=model, scale=scale)
     speeds = measure_all(
         options,
         channels=found.channels,
         num_classes=found.num_classes,
-        eval_size=found.median_size,
+        eval_size=scaled_size(found.median_size, scale),
         device=where,
         seconds=seconds,
         progress=progress,

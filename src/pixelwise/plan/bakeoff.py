@@ -27,7 +27,7 @@ from pixelwise._files import write_json_atomic, write_text_atomic
 from pixelwise.models import list_models
 from pixelwise.plan.fingerprint import Fingerprint, fingerprint
 from pixelwise.plan.measure import measure_all
-from pixelwise.plan.planner import Plan, candidates, choose
+from pixelwise.plan.planner import Plan, candidates, choose, input_scale_for, scaled_size
 from pixelwise.plan.render import plan_toml
 
 DEFAULT_MODELS = ("unet", "segnet_basic", "deeplabv3_small", "fcn8s")
@@ -75,12 +75,13 @@ def plan_models(
     try:
         plans = {}
         for model in models:
-            options = candidates(fp, device.type, model=model)
+            scale = input_scale_for(fp, minutes)
+            options = candidates(fp, device.type, model=model, scale=scale)
             speeds = measure_all(
                 options,
                 channels=fp.channels,
                 num_classes=fp.num_classes,
-                eval_size=fp.median_size,
+                eval_size=scaled_size(fp.median_size, scale),
                 device=device,
                 seconds=seconds,
             )

@@ -12,7 +12,8 @@ the widest candidate that reaches :data:`MIN_ITERATIONS` in the budget is chosen
 learning rate decays over the budget (poly over time); class weights only where classes are
 many and some rare (they move a binary decision threshold away from the best pixel error);
 no elastic deformation at budgets where every iteration counts; flips and rotations unless
-the scenes have an up direction.
+the scenes have an up direction; images much larger than the crop train (and predict) at a
+reduced input scale under a short budget.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ MIN_VAL_PIXELS = 512 * 512
 # Widths measured for the U-Net, narrowest first, and its crop when images allow.
 WIDTHS = (8, 16, 32)
 CROP = 256
+# Under this budget (minutes), images whose median shorter side exceeds SCALE_SIDE train at
+# the largest of SCALES that brings it within SCALE_SIDE.
+SCALE_BUDGET_MINUTES = 60.0
+SCALE_SIDE = 4 * CROP
+SCALES = (1.0, 0.5, 0.25, 0.125)
 # Classes rarer than this share of the labelled pixels (with three classes or more) get
 # median-frequency weights.
 RARE_CLASS = 0.02
@@ -85,23 +91,42 @@ class Plan:
     warnings: Sequence[str] = ()
 
 
-def crop_for(fp: Fingerprint, divisor: int = 16) -> int | None:
-    """The training crop: :data:`CROP` when every image holds it, else the largest multiple
-    of ``divisor`` inside the smallest image; None when all images share one small size (the
-    whole image trains)."""
-    smallest = min(min(h, w) for h, w in fp.sizes)
+def input_scale_for(fp: Fingerprint, minutes: float) -> float:
+    """The scale the run trains and predicts at: under :data:`SCALE_BUDGET_MINUTES`, the
+    largest of :data:`SCALES` that brings the median image's shorter side within
+    :data:`SCALE_SIDE` (the smallest scale when none does); 1 otherwise."""
+    side = min(fp.median_size)
+    if minutes >= SCALE_BUDGET_MINUTES or side <= SCALE_SIDE:
+        return 1.0
+    return next((s for s in SCALES if side * s <= SCALE_SIDE), SCALES[-1])
+
+
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(H, W) as the network sees it at ``scale`` (``round(s·H)``, as the resize does)."""
+    return tuple(max(1, round(n * scale)) for n in size)
+
+
+def crop_for(fp: Fingerprint, divisor: int = 16, scale: float = 1.0) -> int | None:
+    """The training crop, of the images at ``scale``: :data:`CROP` when every image holds it,
+    else the largest multiple of ``divisor`` inside the smallest image; None when all images
+    share one small size (the whole image trains)."""
+    sizes = {scaled_size(size, scale) for size in fp.sizes}
+    smallest = min(min(h, w) for h, w in sizes)
     if smallest >= CROP:
         return CROP
-    if len(set(fp.sizes)) == 1:
+    if len(sizes) == 1:
         return None
     return max(divisor, smallest // divisor * divisor)
 
 
-def candidates(fp: Fingerprint, device: str = "cpu", model: str = "unet") -> list[Candidate]:
-    """The configurations worth measuring for ``fp`` on ``device``: ``model`` at each width of
-    :data:`WIDTHS` (other models at their defaults), depth 4 (3 for crops under 128)."""
-    crop = crop_for(fp)
-    side = crop or min(fp.median_size)
+def candidates(
+    fp: Fingerprint, device: str = "cpu", model: str = "unet", *, scale: float = 1.0
+) -> list[Candidate]:
+    """The configurations worth measuring for ``fp`` on ``device`` with the images at
+    ``scale`` (:func:`input_scale_for`): ``model`` at each width of :data:`WIDTHS` (other
+    models at their defaults), depth 4 (3 for crops under 128)."""
+    crop = crop_for(fp, scale=scale)
+    side = crop or min(scaled_size(fp.median_size, scale))
     batch = 8 if device == "cuda" else (4 if side >= 128 else 8)
     if model != "unet":
         return [Candidate(model, {}, crop, batch)]
@@ -183,10 +208,13 @@ def _augmentation(fp: Fingerprint) -> tuple[dict[str, object], str]:
     )
 
 
-def _validation(fp: Fingerprint, speed: Speed, chosen: Candidate, seconds: float) -> int:
+def _validation(
+    fp: Fingerprint, speed: Speed, chosen: Candidate, seconds: float, scale: float
+) -> int:
     """``train.val_every`` (epochs) so that validation takes about :data:`VALIDATION_SHARE`
-    of the budget, and happens at most :data:`MAX_VALIDATIONS` times."""
-    height, width = fp.median_size
+    of the budget, and happens at most :data:`MAX_VALIDATIONS` times (the network validates
+    the images at ``scale``)."""
+    height, width = scaled_size(fp.median_size, scale)
     n_val = fp.num_val or max(1, round(fp.num_images * 0.2))
     n_train = max(1, fp.num_images - (0 if fp.num_val else n_val))
     once = n_val * height * width / max(speed.eval_pixels_per_second, 1e-9)
@@ -209,25 +237,22 @@ def choose(
     if fp.proposal.encoding is None:
         raise ValueError(f"no mask encoding for {fp.root}: {fp.proposal.reason}")
     seconds = minutes * 60.0
-    options = list(options) if options is not None else candidates(fp, device)
+    scale = input_scale_for(fp, minutes)
+    options = list(options) if options is not None else candidates(fp, device, scale=scale)
     chosen = pick(options, speeds, seconds)
     speed = speeds[chosen.label]
     iterations = _iterations(speed, seconds)
     split, split_reason, warnings = _split(fp)
     augmentation, augmentation_reason = _augmentation(fp)
     loss, loss_reason = _loss(fp)
-    data = {**fp.layout.table(fp.root), "channels": fp.channels, **split, **augmentation}
-    if fp.layout.layout != "instances":
-        data["encoding"] = fp.proposal.encoding.to_config()
-    if chosen.crop is not None:
-        data["crop_size"] = chosen.crop
+    data = _data_table(fp, {**split, **augmentation}, chosen.crop, scale)
     n_train = max(1, fp.num_images - (0 if fp.num_val else max(1, round(fp.num_images * 0.2))))
     per_epoch = math.ceil(n_train / chosen.batch)
     train = {
         "epochs": max(1, math.ceil(3 * iterations / per_epoch)),  # the clock stops it first
         "time_limit_minutes": float(minutes),
         "batch_size": chosen.batch,
-        "val_every": _validation(fp, speed, chosen, seconds),
+        "val_every": _validation(fp, speed, chosen, seconds, scale),
         "normalisation": "dataset",
         "metric": "mean_iou",
         "amp": device == "cuda",
@@ -246,7 +271,7 @@ def choose(
         "data.encoding": fp.proposal.reason,
         "data.val_fraction": split_reason,
         "data.hflip": augmentation_reason,
-        "data.crop_size": _crop_reason(fp, chosen.crop),
+        "data.crop_size": _crop_reason(fp, chosen.crop, scale),
         "model.name": _model_reason(chosen, iterations, minutes),
         "loss.name": loss_reason,
         "optim.name": "Adam at 1e-3",
@@ -256,6 +281,8 @@ def choose(
         f"{VALIDATION_SHARE:.0%} of the budget, {MAX_VALIDATIONS} times at most",
         "train.amp": "mixed precision on CUDA" if device == "cuda" else "float32 on the CPU",
     }
+    if scale != 1:
+        reasons["data.input_scale"] = _scale_reason(fp, scale, minutes)
     rows = [
         (c.label, speeds[c.label].step_seconds, _iterations(speeds[c.label], seconds), c == chosen)
         for c in options
@@ -263,11 +290,36 @@ def choose(
     return Plan(tables, reasons, rows, tuple(warnings))
 
 
-def _crop_reason(fp: Fingerprint, crop: int | None) -> str:
-    height, width = fp.median_size
+def _data_table(
+    fp: Fingerprint, chosen: Mapping[str, object], crop: int | None, scale: float
+) -> dict[str, object]:
+    """The ``[data]`` table: the folder's layout and encoding, the ``chosen`` split and
+    augmentation keys, the crop and (below 1) the input scale."""
+    data = {**fp.layout.table(fp.root), "channels": fp.channels, **chosen}
+    if fp.layout.layout != "instances":
+        data["encoding"] = fp.proposal.encoding.to_config()
+    if crop is not None:
+        data["crop_size"] = crop
+    if scale != 1:
+        data["input_scale"] = scale
+    return data
+
+
+def _crop_reason(fp: Fingerprint, crop: int | None, scale: float) -> str:
+    height, width = scaled_size(fp.median_size, scale)
+    at = "" if scale == 1 else f" at scale {scale:g}"
     if crop is None:
-        return f"every image is {height}×{width}: whole images train"
-    return f"random {crop}×{crop} crops of {height}×{width} images (median)"
+        return f"every image is {height}×{width}{at}: whole images train"
+    return f"random {crop}×{crop} crops of {height}×{width} images (median){at}"
+
+
+def _scale_reason(fp: Fingerprint, scale: float, minutes: float) -> str:
+    side = min(fp.median_size)
+    return (
+        f"median shorter side {side} > {SCALE_SIDE} (4× the crop) under a {minutes:g}-minute "
+        f"budget: trained and predicted at {scale:g} ({round(side * scale)} pixels), so "
+        "that a crop sees more of the image; the checkpoint resizes images in and logits back"
+    )
 
 
 def _model_reason(chosen: Candidate, iterations: int, minutes: float) -> str:
