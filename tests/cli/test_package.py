@@ -63,6 +63,8 @@ def test_every_command_is_registered_once():
         "info",
         "export",
         "check-data",
+        "plan",
+        "bakeoff",
         "train",
         "stylize",
     ]
