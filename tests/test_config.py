@@ -378,6 +378,83 @@ def test_input_scale_is_refused_with_a_valid_padding_unet():
     assert load_config(None, ["model.options={depth=2, padding='valid'}"]).data.input_scale == 1
 
 
+FOLDERS = ["data.layout=folders", "data.root=/data", 'data.encoding={kind="index",num_classes=2}']
+ENC = "data.encoding (--set) must be a table (a TOML inline table or JSON)"
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ('data.crop_size="big"', "data.crop_size (--set) must be an integer >= 1, got 'big'"),
+        (
+            "data.crop_size=[1, 2, 3]",
+            "data.crop_size (--set) must be an int or [h, w], got [1, 2, 3]",
+        ),
+        (
+            "data.crop_size=100000",
+            "data.crop_size (--set) must have at most 178,956,970 pixels (the image size limit), "
+            "got 100000×100000 = 10,000,000,000; crop smaller than the images",
+        ),
+        (
+            "data.scale=nan",
+            "data.scale (--set) must be a range [low, high], got nan; e.g. [0.75, 1.25]",
+        ),
+        ("data.scale=[0, 1]", "data.scale (--set) must be a finite number > 0.0, got 0"),
+        (
+            'data.val_fraction="x"',
+            "data.val_fraction (--set) must lie strictly between 0 and 1, got 'x'",
+        ),
+        ("data.channels=0", "data.channels (--set) must be an integer >= 1, got 0"),
+        ("data.images=3", "data.images (--set) must be a path (a non-empty string), got 3"),
+        (
+            'data.class_names=["a", "b", "a"]',
+            "data.class_names (--set) must be distinct, got 'a' repeated; rename them",
+        ),
+        (
+            'data.class_names=["", "b"]',
+            "data.class_names (--set) must be non-empty strings, got ''; name every class",
+        ),
+        (
+            "data.encoding=3",
+            f'{ENC}, got 3; e.g. {{ kind = "values", value_map = {{ "0" = 0, "255" = 1 }} }}',
+        ),
+        (
+            'data.encoding={kind="values",value_map={"0"=0,"255"=1.5}}',
+            "encoding value_map['255'] must be an integer, got 1.5 (data.encoding in --set)",
+        ),
+        (
+            'data.encoding={kind="values",value_map={"x"=0}}',
+            "encoding value_map key must be an integer, got 'x' (data.encoding in --set)",
+        ),
+        (
+            "train.epochs=1000000000000000000000000000000",
+            "train.epochs (--set) must be an integer <= 9223372036854775807 (64 bits), got 1e+30",
+        ),
+        ("train.mean=[nan]", "train.mean (--set) must be a finite number, got nan"),
+        ('model.options.depth="3"', "model.options.depth (--set) must be an integer >= 1, got '3'"),
+        (
+            "model.options.depth=20",
+            "model 'unet' with in_channels=3, depth=20, base_width=16, batch_norm=True must have "
+            "at most 2,147,483,648 parameters, got 8,350,424,527,181,634; use smaller options "
+            "(depth, widths) (model.options in --set)",
+        ),
+    ],
+)
+def test_every_data_train_and_model_value_is_named_with_its_key(override, error):
+    with pytest.raises(ValueError) as info:
+        load_config(None, [*FOLDERS, override] if override.startswith("data.") else [override])
+    assert str(info.value) == error
+
+
+def test_num_workers_is_bounded_not_started_by_the_million():
+    with pytest.raises(ValueError) as info:
+        load_config(None, ["train.num_workers=1000000"])
+    assert str(info.value).startswith(
+        "train.num_workers (--set) must be at most 256 (loader processes), got 1000000; use "
+        "about one per CPU core ("
+    )
+
+
 def test_nesting_is_bounded_in_files_and_overrides(tmp_path):
     deep = tmp_path / "deep.toml"
     deep.write_text("[model]\noptions = { a = " + "[" * 2000 + "]" * 2000 + " }\n")

@@ -58,11 +58,40 @@ def check_choice(what: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
+# The largest integer accepted anywhere: TOML's (and torch's) 64-bit range; Python's ints are
+# unbounded, and 10**30 epochs or a seed past it fail deep inside torch or run forever.
+MAX_INT = 2**63 - 1
+
+
 def check_positive_int(what: str, value: object, minimum: int = 1) -> int:
-    """Return ``value`` as int if it is an integer >= ``minimum``, else raise."""
+    """Return ``value`` as int if it is an integer >= ``minimum`` (and <= :data:`MAX_INT`)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(message(what, f"be an integer >= {minimum}", repr(value)))
+    if value > MAX_INT:
+        raise ValueError(
+            message(what, f"be an integer <= {MAX_INT} (64 bits)", f"{float(value):.3g}")
+        )
     return value
+
+
+def check_class_names(
+    names: Sequence[object], what: str, bad: type[ValueError] = ValueError
+) -> tuple[str, ...]:
+    """``names`` as strings if each is a non-empty string and no two are the same: the
+    metrics are keyed by class name, so a repeated name would merge two classes' scores.
+    ``bad``: the error type, called as ``bad(what, text)`` unless ValueError."""
+
+    def refuse(expectation: str, actual: object, fix: str) -> ValueError:
+        text = message(what, expectation, actual, fix)
+        return ValueError(text) if bad is ValueError else bad(what, text)
+
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise refuse("be non-empty strings", repr(name), "name every class")
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise refuse("be distinct", f"{', '.join(map(repr, repeated))} repeated", "rename them")
+    return tuple(names)
 
 
 # What check_images says for a batch (4 axes) and for one image (3 axes).

@@ -33,14 +33,11 @@ def atomic_write_all(writes: Sequence[tuple[str | Path, Callable[[BinaryIO], Non
     the new ones differ from each other only for the instant between the moves.
     """
     temps: list[tuple[str, Path]] = []
+    path = Path()
     try:
         for path, write in writes:
             path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # The writer's process id in the name: a killed process's file can be told apart.
-            fd, temp = tempfile.mkstemp(
-                prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent
-            )
+            fd, temp = _temporary(path)
             temps.append((temp, path))
             with os.fdopen(fd, "wb") as stream:
                 write(stream)
@@ -48,11 +45,52 @@ def atomic_write_all(writes: Sequence[tuple[str | Path, Callable[[BinaryIO], Non
             os.chmod(temp, 0o666 & ~_umask())
         for temp, path in temps:
             os.replace(temp, path)
+    except OSError as err:
+        for temp, _ in temps:
+            Path(temp).unlink(missing_ok=True)
+        if isinstance(err, UnwritableOutput):
+            raise
+        raise _unwritable(path, err) from err
     except BaseException:
         for temp, _ in temps:
             Path(temp).unlink(missing_ok=True)
         raise
     return [path for _, path in temps]
+
+
+class UnwritableOutput(OSError, ValueError):
+    """An output that cannot be written (no such folder, a read-only place, a full disk): an
+    OSError, and a ValueError so that the command line says it in one line."""
+
+
+def _unwritable(path: Path, err: OSError) -> UnwritableOutput:
+    from pixelwise._checks import message  # _checks loads torch; this module does not
+
+    reason = err.strerror or type(err).__name__
+    name = str(err.filename or "")
+    where = f" at {name}" if name and Path(name) != path and not name.endswith(TEMP_SUFFIX) else ""
+    return UnwritableOutput(
+        message(
+            f"output {path}",
+            "be writable",
+            f"{reason}{where}",
+            "choose a folder you can write to, with space free",
+        )
+    )
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (its folder created when missing)."""
+    if path.is_dir():
+        raise _unwritable(path, IsADirectoryError(21, "it is a folder"))
+    folder = next(p for p in path.parents if p.exists() or p == p.parent)
+    if folder.exists() and not folder.is_dir():
+        raise _unwritable(path, NotADirectoryError(20, f"{folder} is a file, not a folder"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The writer's process id in the name: a killed process's file can be told apart.
+    return tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -151,6 +189,15 @@ def check_output(
                     fix,
                 )
             )
+    if path.is_dir():
+        raise ValueError(
+            message(
+                f"output {path}",
+                "be a file",
+                "a folder",
+                "name a file (in that folder or elsewhere)",
+            )
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(
             message(

@@ -85,7 +85,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixelwise._checks import check_choice, check_positive_int, did_you_mean, message, one_line
+from pixelwise._checks import (
+    check_choice,
+    check_class_names,
+    check_positive_int,
+    did_you_mean,
+    message,
+    one_line,
+)
 from pixelwise._metric_names import SUMMARY_KEYS
 from pixelwise._toml import dump_toml
 
@@ -101,6 +108,7 @@ SCHEDULE_SPANS = ("iterations", "time")
 DEVICES = ("auto", "cpu", "cuda")
 METRICS = SUMMARY_KEYS  # the scores train.metric may name
 NORMALISATIONS = ("dataset", "fixed", "none")
+MAX_WORKERS = 256  # train.num_workers: each is a process; a typo (10**6) would start them all
 
 # The built-in job: about a minute on two CPU cores (see the README for the measured numbers).
 DEFAULT_MODEL = "unet"
@@ -166,9 +174,9 @@ def _check_float(
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > low if open_low else value >= low) and value <= high
     if not ok:
-        bound = f"> {low}" if open_low else f">= {low}"
+        bound = "" if math.isinf(low) else f" > {low}" if open_low else f" >= {low}"
         bound += "" if math.isinf(high) else f" and <= {high}"
-        raise _bad(f"{section}.{key}", f"be a finite number {bound}", repr(value))
+        raise _bad(f"{section}.{key}", f"be a finite number{bound}", repr(value))
     return float(value)
 
 
@@ -292,6 +300,15 @@ class DataConfig:
         object.__setattr__(self, "elastic_std", std)
         scale = _check_float("data", "input_scale", self.input_scale, 0.0, 1.0, open_low=True)
         object.__setattr__(self, "input_scale", scale)
+        self._check_numbers()
+        self._check_names()
+        encoding = self.encoding
+        # Refused with its key now, not when the data is read; a palette file is read then.
+        if isinstance(encoding, Mapping) and not isinstance(encoding.get("palette"), str):
+            from pixelwise.data.encoding import MaskEncoding
+
+            with _about("data.encoding"):
+                MaskEncoding.from_config(self.encoding)
 
     @property
     def training_scale(self) -> tuple[float, float] | None:
@@ -301,6 +318,64 @@ class DataConfig:
         if self.scale is None:
             return None if s == 1 else (s, s)
         return (self.scale[0] * s, self.scale[1] * s)
+
+    def _check_numbers(self) -> None:
+        """Sizes, counts and fractions, named with their key before any file is read."""
+        d = "data"
+        for key, minimum in (("seed", 0), ("num_train", 1), ("num_val", 1), ("image_size", 1)):
+            _check_int(d, key, getattr(self, key), minimum)
+        for key in ("channels", "weight_map_background"):
+            if getattr(self, key) is not None:
+                _check_int(d, key, getattr(self, key), 1 if key == "channels" else 0)
+        fraction = self.val_fraction
+        if (
+            not isinstance(fraction, int | float)
+            or isinstance(fraction, bool)
+            or not 0 < fraction < 1
+        ):
+            raise _bad("data.val_fraction", "lie strictly between 0 and 1", repr(fraction))
+        crop = self.crop_size
+        if crop is not None:
+            sizes = crop if isinstance(crop, tuple) else (crop,)
+            if len(sizes) not in (1, 2):
+                raise _bad("data.crop_size", "be an int or [h, w]", list(sizes))
+            for size in sizes:
+                _check_int(d, "crop_size", size, 1)
+            self._check_crop_pixels(sizes[0], sizes[-1])
+        if self.scale is not None:
+            scale = self.scale
+            if not isinstance(scale, tuple) or len(scale) != 2:
+                shown = list(scale) if isinstance(scale, tuple) else repr(scale)
+                raise _bad("data.scale", "be a range [low, high]", shown, "e.g. [0.75, 1.25]")
+            low, high = (_check_float(d, "scale", v, 0.0, open_low=True) for v in scale)
+            if low > high:
+                raise _bad("data.scale", "be a range [low, high] with low <= high", list(scale))
+
+    def _check_crop_pixels(self, height: int, width: int) -> None:
+        """A crop is padded up to its size: one over the image pixel limit could not fit."""
+        from pixelwise.data._io import max_pixels
+
+        if height * width > max_pixels():
+            raise _bad(
+                "data.crop_size",
+                f"have at most {max_pixels():,} pixels (the image size limit)",
+                f"{height}×{width} = {height * width:,}",
+                "crop smaller than the images",
+            )
+
+    def _check_names(self) -> None:
+        """Paths are strings; class names distinct, non-empty strings (they key the metrics)."""
+        for key in ("root", "images", "masks", "manifest"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str | os.PathLike) or value == ""):
+                raise _bad(f"data.{key}", "be a path (a non-empty string)", repr(value))
+        names = self.class_names
+        if names is None:
+            return
+        if not isinstance(names, tuple) or not names:
+            shown = list(names) if isinstance(names, tuple) else repr(names)
+            raise _bad("data.class_names", "be a list of names, one per class", shown)
+        check_class_names(names, "data.class_names", bad=BadValue)
 
     def _check_synthetic_reads_no_files(self) -> None:
         """Built-in data reads no files: a data path with it would be ignored without a word."""
@@ -369,6 +444,22 @@ class ModelConfig:
                     did_you_mean(key, known),
                 )
         object.__setattr__(self, "options", dict(self.options))
+        self._check_option_values()
+
+    def _check_option_values(self) -> None:
+        """Build the model on PyTorch's meta device (no memory, no time), so that a bad option
+        value (``depth = "3"``, a model too large to build) is named with its key now, not when
+        training starts; the data's classes and channels are not known yet (2 and 3 stand in)."""
+        from pixelwise.models import check_model
+
+        try:
+            check_model(self.name, num_classes=2, in_channels=3, **self.options)
+        except (ValueError, TypeError) as exc:
+            text = str(exc)
+            key = next((k for k in self.options if text.startswith(f"{k} ")), None)
+            if key is None:
+                raise BadValue("model.options", text) from None
+            raise BadValue(f"model.options.{key}", f"model.options.{text}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -457,14 +548,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         t = "train"
-        for key, minimum in (
-            ("epochs", 1),
-            ("batch_size", 1),
-            ("seed", 0),
-            ("num_workers", 0),
-            ("val_every", 1),
-        ):
+        for key, minimum in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("val_every", 1)):
             _check_int(t, key, getattr(self, key), minimum)
+        if _check_int(t, "num_workers", self.num_workers, 0) > MAX_WORKERS:
+            raise _bad(
+                "train.num_workers",
+                f"be at most {MAX_WORKERS} (loader processes)",
+                self.num_workers,
+                f"use about one per CPU core ({os.cpu_count()} here)",
+            )
         _check_int(t, "overlays", self.overlays, 0)
         for key in ("deterministic", "amp"):
             _check_bool(t, key, getattr(self, key))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from pixelwise.cli import main, parse_option
 from pixelwise.models import list_models
@@ -36,8 +38,28 @@ def test_shapes_names_nearest_valid_sizes(capsys):
         ["shapes", "unet", "--size", "570", "572", "-o", "padding=valid", "-o", "base_width=4"]
     )
     assert code == 2
-    out = capsys.readouterr().out
-    assert "height 570 is not a valid input size" in out and "556 or 572" in out
+    assert capsys.readouterr().err == (
+        "pixelwise: error: --size: height 570 is not a valid input size for this network; "
+        "nearest valid: 556 or 572\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "line"),
+    [
+        (["-5", "64"], "--size H must be an integer >= 1, got -5"),
+        (["0", "8"], "--size H must be an integer >= 1, got 0"),
+        (
+            ["100000", "100000"],
+            "--size must have at most 178,956,970 pixels (the image size limit), got "
+            "100000×100000 = 10,000,000,000; trace a smaller size: the stages' shapes scale "
+            "with it",
+        ),
+    ],
+)
+def test_shapes_refuses_sizes_it_cannot_trace_in_one_line(capsys, size, line):
+    assert main(["shapes", "unet", "--size", *size]) == 2
+    assert capsys.readouterr().err == f"pixelwise: error: {line}\n"
 
 
 def test_unknown_model_is_one_line_with_suggestion(capsys):
@@ -143,3 +165,51 @@ def test_weightmap_says_how_it_read_the_mask(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0] == (
         "read as a semantic mask (values 0, 255; background 0)"
     )
+
+
+def test_an_output_that_is_a_folder_or_cannot_be_written_is_one_line(tmp_path, capsys):
+    labels = tmp_path / "labels.png"
+    Image.fromarray(np.eye(6, dtype=np.uint8)).save(labels)
+    folder = tmp_path / "map.png"
+    folder.mkdir()
+    assert main(["weightmap", str(labels), "--out", str(folder), "--overwrite"]) == 2
+    assert capsys.readouterr().err == (
+        f"pixelwise: error: output {folder} must be a file, got a folder; name a file (in that "
+        "folder or elsewhere)\n"
+    )
+    assert folder.is_dir()  # left as it was
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    out = blocked / "map.png"  # under a file: no folder can be made there
+    assert main(["weightmap", str(labels), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"pixelwise: error: output {out} must be writable, got {blocked} is a file, not a folder; "
+        "choose a folder you can write to, with space free\n"
+    )
+
+
+def test_running_out_of_memory_is_one_line_not_an_allocator_traceback(capsys, monkeypatch):
+    from pixelwise.cli import tools
+
+    def huge(args):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 120000000000 bytes. Error code 12"
+        )
+
+    monkeypatch.setattr(tools, "cmd_models", huge)
+    assert main(["models"]) == 2
+    assert capsys.readouterr().err == (
+        "pixelwise: error: pixelwise models must fit in memory, got tried to allocate "
+        "120000000000 bytes; use a smaller size: --size, --tile, data.crop_size or "
+        "train.batch_size\n"
+    )
+
+
+def test_options_too_large_to_build_are_refused_before_anything_is_allocated(capsys):
+    assert main(["shapes", "unet", "--size", "64", "64", "-o", "depth=100"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "pixelwise: error: model 'unet' with in_channels=3, depth=100 must be a size torch can "
+        "build, got RuntimeError: Storage size calculation overflowed"
+    ) and err.endswith("; use smaller options (depth, widths)\n")

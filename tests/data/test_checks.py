@@ -54,6 +54,22 @@ def test_image_without_mask_and_mask_without_image_name_the_files(make_folder):
     )
 
 
+@pytest.mark.parametrize("target", ["folder", "nowhere"])
+def test_an_image_name_that_is_no_file_is_named_not_skipped(make_folder, tmp_path, target):
+    root = make_folder(stems=("a", "b"))
+    image = root / "images" / "b.png"
+    image.unlink()
+    pointed = tmp_path if target == "folder" else tmp_path / "gone"
+    image.symlink_to(pointed)
+    with pytest.raises(ValueError) as info:
+        FolderDataset(root, ENC3)
+    kind = "a folder" if target == "folder" else "a broken link"
+    assert _one_line(info) == (
+        f"image {image} must be an image file, got {kind} (a link to {pointed}); remove it or "
+        "link it to an image"
+    )
+
+
 def test_unpaired_files_are_named_with_their_own_suffix(make_folder):
     root = make_folder(stems=("a", "orphan"), image_ext=".tif")
     (root / "masks" / "orphan.png").unlink()

@@ -85,10 +85,78 @@ def test_one_pixel_limit_guards_every_reader(tmp_path, monkeypatch, suffix):
         read_image(path)
     text = str(info.value)
     assert "\n" not in text and str(path) in text
-    if suffix == ".tif":  # refused from the declared size, before decoding
-        assert text == (
-            f"image {path} must have at most 100 pixels (the image size limit), got 20×30 = "
-            "600 pixels; split the image, or raise the limit with PIXELWISE_MAX_PIXELS"
-        )
+    # Refused from the declared size, before decoding, by TIFF and Pillow readers alike.
+    assert text == (
+        f"image {path} must have at most 100 pixels (the image size limit), got 20×30 = "
+        "600 pixels; split the image, or raise the limit with PIXELWISE_MAX_PIXELS"
+    )
+    with pytest.raises(ValueError, match=r"at most 100 pixels .* got 20×30 = 600 pixels; split"):
+        read_labels(path)  # the label reader (weightmap, instances) too
     monkeypatch.delenv("PIXELWISE_MAX_PIXELS")
     assert read_image(path).shape[:2] == (20, 30)
+
+
+def test_a_png_far_over_the_pixel_limit_is_refused_with_the_limit_and_no_warning(
+    tmp_path, monkeypatch, recwarn
+):
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(path)
+    monkeypatch.setenv("PIXELWISE_MAX_PIXELS", "200")  # 600 > 2 × 200: Pillow's own refusal
+    with pytest.raises(ValueError) as info:
+        read_image(path)
+    assert str(info.value) == (
+        f"image {path} must have at most 200 pixels (the image size limit), got 20×30 = 600 "
+        "pixels; split the image, or raise the limit with PIXELWISE_MAX_PIXELS"
+    )
+    monkeypatch.setenv("PIXELWISE_MAX_PIXELS", "500")  # Pillow warns between 500 and 1000
+    with pytest.raises(ValueError, match=r"at most 500 pixels .* got 20×30 = 600 pixels; split"):
+        read_image(path)
+    assert not [w for w in recwarn if "decompression" in str(w.message).lower()]
+
+
+def test_float_images_with_nan_or_infinity_are_refused(tmp_path):
+    pixels = np.full((4, 5), 0.5, np.float32)
+    pixels[0, 0], pixels[1, 1] = np.nan, np.inf
+    tifffile.imwrite(tmp_path / "nodata.tif", pixels)
+    with pytest.raises(ValueError) as info:
+        read_image(tmp_path / "nodata.tif")
+    assert str(info.value) == (
+        f"image {tmp_path / 'nodata.tif'} must hold finite pixel values, got 2 NaN or infinite "
+        "pixels of 20; replace them (e.g. with numpy.nan_to_num) and save the image again"
+    )
+    tifffile.imwrite(tmp_path / "huge.tif", np.full((2, 2), 1e300))  # float64 past float32
+    with pytest.raises(ValueError, match=r"must hold finite pixel values, got 4 NaN or inf"):
+        read_image(tmp_path / "huge.tif")
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".png"])
+def test_an_animation_is_refused_not_read_as_its_first_frame(tmp_path, suffix):
+    frames = [Image.fromarray(np.full((4, 5), 60 * i, np.uint8)) for i in range(3)]
+    path = tmp_path / f"clip{suffix}"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    kind = "GIF" if suffix == ".gif" else "PNG"
+    for read, what in ((read_image, "image"), (read_labels, "instance image")):
+        with pytest.raises(ValueError) as info:
+            read(path)
+        assert str(info.value) == (
+            f"{what} {path} must be a single image, got an animation of 3 frames ({kind}); "
+            "save the frame to use as its own PNG"
+        )
+
+
+def test_class_names_must_be_distinct_in_classes_txt(tmp_path):
+    from pixelwise.data.encoding import read_class_names
+
+    (tmp_path / "classes.txt").write_text("sky\nroad\nsky\n", encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        read_class_names(tmp_path / "classes.txt", 3)
+    assert str(info.value) == (
+        f"class names in {tmp_path / 'classes.txt'} must be distinct, got 'sky' repeated; "
+        "rename them"
+    )
+    (tmp_path / "classes.txt").write_bytes(b"sky\n\xff\xfe\n")
+    with pytest.raises(ValueError) as info:
+        read_class_names(tmp_path / "classes.txt", 2)
+    assert str(info.value) == (
+        f"class file {tmp_path / 'classes.txt'} must be UTF-8 text, got byte 4: invalid start byte"
+    )

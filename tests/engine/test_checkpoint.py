@@ -335,7 +335,7 @@ def test_a_damaged_header_is_one_line_naming_the_file_and_every_bad_field(tmp_pa
 def test_a_small_file_declaring_a_huge_model_is_refused_before_it_is_built(tmp_path, monkeypatch):
     pt = save(tmp_path / "m.pt", tiny_unet())
     payload = torch.load(pt, weights_only=True)
-    args = {**payload["model_args"], "base_width": 4096}
+    args = {**payload["model_args"], "base_width": 512}  # 119M parameters declared
     torch.save({**payload, "model_args": args}, pt)
     built = []
     real = torch.nn.Conv2d.__init__
@@ -355,6 +355,14 @@ def test_a_small_file_declaring_a_huge_model_is_refused_before_it_is_built(tmp_p
         declared = sum(t.numel() for t in create_model("unet", **args).state_dict().values())
     assert f"got {stored:,} stored values for {declared:,}; other shapes " in text
     assert set(built) == {"meta"}  # nothing was allocated for real
+    torch.save({**payload, "model_args": {**args, "base_width": 4096}}, pt)  # 7.6 billion
+    with pytest.raises(ValueError) as info:
+        load_model(pt)
+    assert str(info.value).startswith(
+        "model 'unet' with in_channels=2, depth=2, base_width=4096 must have at most "
+        "2,147,483,648 parameters, got 7,617,118,2"
+    ) and str(info.value).endswith(f"; use smaller options (depth, widths) (checkpoint {pt})")
+    assert set(built) == {"meta"}
     # A stored tensor of another shape under the right name is named too.
     payload["state_dict"] = dict(payload["state_dict"])
     key = next(k for k in payload["state_dict"] if k.endswith("weight"))

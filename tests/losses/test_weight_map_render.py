@@ -97,7 +97,9 @@ def test_errors_name_the_file_and_never_overwrite(tmp_path):
         save_weight_map_png(rgb, tmp_path / "out.png")
     junk = tmp_path / "junk.png"
     junk.write_text("not an image")
-    with pytest.raises(ValueError, match=rf"^mask file {junk} must be a readable image, got "):
+    with pytest.raises(
+        ValueError, match=rf"^mask file {junk} must be a readable, complete image file, got "
+    ):
         read_labels(junk, "mask file")
     missing = tmp_path / "missing.png"
     with pytest.raises(FileNotFoundError, match=rf"^mask file {missing} must exist"):

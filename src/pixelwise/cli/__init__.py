@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -57,7 +58,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"pixelwise: error: {exc}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as exc:
+        if args.debug or not _out_of_memory(exc):
+            raise
+        print(f"pixelwise: error: {_memory_message(args.command, exc)}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # The reader went away (e.g. `pixelwise info ... | head`): stop quietly, as cat does.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the closed stream
         return 0
+
+
+# What torch's allocators say when a tensor does not fit (CPU, CUDA, MPS).
+_OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "not enough memory")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(words in text for words in _OUT_OF_MEMORY)
+
+
+def _memory_message(command: str, exc: BaseException) -> str:
+    """One line for a command that ran out of memory (an image, tile, crop or batch too large
+    for this machine), instead of an allocator's traceback."""
+    from pixelwise.cli._format import message
+
+    detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+    tried = re.search(r"tried to allocate [^.;(]+", detail)  # CPU and CUDA allocators say so
+    return message(
+        f"pixelwise {command}",
+        "fit in memory",
+        tried.group(0).strip() if tried else detail,
+        "use a smaller size: --size, --tile, data.crop_size or train.batch_size",
+    )

@@ -61,12 +61,33 @@ def _invalid_size(model: object, height: int, width: int) -> str | None:
     return None
 
 
+def _check_size(size: list[int]) -> tuple[int, int]:
+    """``--size H W``: both >= 1 and H × W within the image pixel limit (the trace runs an
+    image of that size through the network)."""
+    from pixelwise._checks import check_positive_int  # at call time: start-up without torch
+    from pixelwise.data._io import max_pixels
+
+    height, width = (
+        check_positive_int(f"--size {axis}", n) for axis, n in zip("HW", size, strict=True)
+    )
+    if height * width > max_pixels():
+        raise ValueError(
+            message(
+                "--size",
+                f"have at most {max_pixels():,} pixels (the image size limit)",
+                f"{height}×{width} = {height * width:,}",
+                "trace a smaller size: the stages' shapes scale with it",
+            )
+        )
+    return height, width
+
+
 def cmd_shapes(args: argparse.Namespace) -> int:
     # At call time: start-up without torch.
     from pixelwise.models import create_model
     from pixelwise.nn.trace import trace_stages
 
-    height, width = args.size
+    height, width = _check_size(args.size)
     model = create_model(
         args.model,
         num_classes=args.num_classes,
@@ -74,9 +95,8 @@ def cmd_shapes(args: argparse.Namespace) -> int:
         **options(args.option),
     )
     refusal = _invalid_size(model, height, width)
-    if refusal is not None:
-        print(refusal)
-        return 2
+    if refusal is not None:  # an error like any other: one line on stderr, status 2
+        raise ValueError(f"--size: {refusal}")
     stages = trace_stages(
         model, (1, args.in_channels, height, width), receptive_fields=not args.no_receptive_field
     )
@@ -99,14 +119,11 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
 def cmd_weightmap(args: argparse.Namespace) -> int:
     # At call time: start-up without torch.
+    from pixelwise._files import check_output
     from pixelwise.data._io import read_labels
     from pixelwise.report.weight_map import describe_labels, save_weight_map_png
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(
-            message("--out", "not be an existing file", str(out), "pass --overwrite to replace it")
-        )
+    out = check_output(args.out, [], overwrite=args.overwrite, elsewhere="choose another --out")
     w = save_weight_map_png(
         args.mask,
         out,

@@ -70,18 +70,48 @@ def _unreadable(path: Path, what: str, err: BaseException) -> ValueError:
 
 
 def open_pil(path: Path, what: str) -> Image.Image:
-    """Open and fully decode an image with Pillow; damaged or truncated files raise ValueError."""
+    """Open and fully decode an image with Pillow; damaged or truncated files, animations
+    (only their first frame would be read) and images over :func:`max_pixels` raise ValueError."""
     check_exists(path, what)
-    Image.MAX_IMAGE_PIXELS = max_pixels() // 2  # Pillow refuses above twice this
     try:
-        with Image.open(path) as image:
+        image = _open_header(path)
+    except _READ_ERRORS as err:
+        raise _unreadable(path, what, err) from err
+    with image:
+        check_pixel_count(path, what, (image.height, image.width))  # before any pixel is decoded
+        _refuse_animation(image, path, what)
+        try:
             image.load()
             # load() leaves the file handle to the context manager; copy keeps the pixels.
             decoded = image.copy()
-            decoded.format = image.format  # copy() drops the format, which names JPEG masks
-            return decoded
-    except _READ_ERRORS as err:
-        raise _unreadable(path, what, err) from err
+        except _READ_ERRORS as err:
+            raise _unreadable(path, what, err) from err
+    decoded.format = image.format  # copy() drops the format, which names JPEG masks
+    return decoded
+
+
+def _open_header(path: Path) -> Image.Image:
+    """``Image.open`` (the header only) without Pillow's size guard, which
+    :func:`check_pixel_count` applies with the size in its message; the guard stays on at
+    twice the limit for what Pillow decodes later (a GIF's frames)."""
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = max_pixels()
+
+
+def _refuse_animation(image: Image.Image, path: Path, what: str) -> None:
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise ValueError(
+            message(
+                f"{what} {path}",
+                "be a single image",
+                f"an animation of {frames} frames ({image.format})",
+                "save the frame to use as its own PNG",
+            )
+        )
 
 
 EXIF_ORIENTATION = 0x0112
@@ -132,7 +162,7 @@ def _tiff_damage(tif: object, size: int, warnings: list[str]) -> str | None:
 
 # One limit on the pixels of an image (a TIFF page, a PNG, a JPEG), for every reader: a small
 # file that declares a huge size is refused before it is decoded. Pillow's own guard refuses
-# above twice its MAX_IMAGE_PIXELS, its default here; PIXELWISE_MAX_PIXELS changes both.
+# above twice its MAX_IMAGE_PIXELS, set to this limit, which open_pil checks first from the header.
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
 
 
@@ -148,16 +178,19 @@ class TooManyPixels(ValueError):
 
 def check_pixel_count(path: Path, what: str, size: tuple[int, ...]) -> None:
     """Refuse an image whose declared height × width exceeds :func:`max_pixels`."""
-    limit = max_pixels()
-    if len(size) == 2 and size[0] * size[1] > limit:
-        raise TooManyPixels(
-            message(
-                f"{what} {path}",
-                f"have at most {limit:,} pixels (the image size limit)",
-                f"{size[0]}×{size[1]} = {size[0] * size[1]:,} pixels",
-                "split the image, or raise the limit with PIXELWISE_MAX_PIXELS",
-            )
+    if len(size) == 2 and size[0] * size[1] > max_pixels():
+        raise _too_many(path, what, f"{size[0]}×{size[1]} = {size[0] * size[1]:,}")
+
+
+def _too_many(path: Path, what: str, pixels: str) -> TooManyPixels:
+    return TooManyPixels(
+        message(
+            f"{what} {path}",
+            f"have at most {max_pixels():,} pixels (the image size limit)",
+            f"{pixels} pixels",
+            "split the image, or raise the limit with PIXELWISE_MAX_PIXELS",
         )
+    )
 
 
 def read_tiff_pages(path: Path, what: str) -> list[np.ndarray]:
@@ -247,7 +280,8 @@ def _tiff_pixels(path: Path, what: str) -> np.ndarray:
 
 
 def to_float(pixels: np.ndarray, path: Path) -> np.ndarray:
-    """Scale integer pixels to [0, 1]: 8-bit by 255, 16-bit by 65535; float is kept as is.
+    """Scale integer pixels to [0, 1]: 8-bit by 255, 16-bit by 65535; float is kept as is
+    (NaN and infinity refused).
 
     Shape:
         (H, W[, C]) → same.
@@ -256,7 +290,8 @@ def to_float(pixels: np.ndarray, path: Path) -> np.ndarray:
     if kind == "b":
         return pixels.astype(np.float32)
     if kind == "f":
-        return pixels.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: refused as infinite
+            return _finite(pixels.astype(np.float32, copy=False), path)
     if kind in "ui" and size == 1:
         return pixels.astype(np.float32) / 255.0
     if kind in "ui" and (size == 2 or (pixels.size and pixels.min() >= 0 and pixels.max() < 65536)):
@@ -265,6 +300,23 @@ def to_float(pixels: np.ndarray, path: Path) -> np.ndarray:
     raise ValueError(
         message(f"image {path}", "hold 8-bit, 16-bit or float pixels", f"dtype {pixels.dtype}")
     )
+
+
+def _finite(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """Float pixels if every one is finite; NaN or infinity (a float TIFF's no-data value, or
+    float64 beyond float32's range) would make the loss and the prediction NaN."""
+    bad = ~np.isfinite(pixels)
+    if bad.any():
+        count = int(bad.sum())
+        raise ValueError(
+            message(
+                f"image {path}",
+                "hold finite pixel values",
+                f"{count} NaN or infinite pixel{'s' * (count != 1)} of {pixels.size}",
+                "replace them (e.g. with numpy.nan_to_num) and save the image again",
+            )
+        )
+    return pixels
 
 
 def _channels(pixels: np.ndarray) -> int:
@@ -358,14 +410,7 @@ def _label_pixels(path: Path, what: str) -> tuple[np.ndarray, str]:
     """The stored values of a label file (palette indices kept) and its Pillow mode or "TIFF"."""
     if path.suffix.lower() in TIFF_SUFFIXES:
         return _tiff_pixels(path, what), "TIFF"
-    try:
-        with Image.open(path) as image:
-            image.load()
-            pixels, mode, lossy = np.array(image), image.mode, image.format == "JPEG"
-    except _READ_ERRORS as error:
-        raise ValueError(
-            message(f"{what} {path}", "be a readable image", f"{type(error).__name__}: {error}")
-        ) from error
-    if lossy:
+    image = _upright(open_pil(path, what), path, what, labels=True)
+    if image.format == "JPEG":
         raise ValueError(_lossy_message(path))
-    return pixels, mode
+    return np.array(image), image.mode

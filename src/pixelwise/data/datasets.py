@@ -19,6 +19,7 @@ naming the file. :func:`pixelwise.data.checks.check_dataset` reads everything up
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pixelwise._checks import check_choice, message
+from pixelwise._checks import check_choice, check_class_names, message
 from pixelwise.data._io import (
     IMAGE_SUFFIXES,
     check_exists,
@@ -138,7 +139,7 @@ def resolve_class_names(
 ) -> tuple[str, ...]:
     """Explicit names, else ``root/classes.txt``, else ``class_0 … class_{K-1}``."""
     if class_names is not None:
-        names = tuple(str(n) for n in class_names)
+        names = check_class_names(tuple(class_names), "class_names")
         if len(names) != num_classes:
             raise ValueError(
                 message("class_names", f"name all {num_classes} classes", f"{len(names)} names")
@@ -180,6 +181,19 @@ def check_same_size(image: np.ndarray, mask: np.ndarray, image_name: str, mask_n
         )
 
 
+def _refuse_image_named_entry(path: Path, what: str) -> None:
+    """A folder entry named like an image that is not a file (a folder, a link to one, a
+    broken link) is refused: left out, its sample would go missing without a word."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return  # a subfolder (or other entry) of another name is not part of the data
+    actual = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "no file"
+    if path.is_symlink():
+        actual += f" (a link to {os.readlink(path)})"
+    raise ValueError(
+        message(f"{what} {path}", "be an image file", actual, "remove it or link it to an image")
+    )
+
+
 def list_images(folder: Path, what: str) -> dict[str, Path]:
     """Image files of ``folder`` by stem; a missing or empty folder, or a repeated stem, raises."""
     if not folder.is_dir():
@@ -188,7 +202,10 @@ def list_images(folder: Path, what: str) -> dict[str, Path]:
     files: dict[str, Path] = {}
     others = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
+            continue
+        if not path.is_file():
+            _refuse_image_named_entry(path, what)
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             others.append(path.name)

@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from pixelwise._checks import check_choice, did_you_mean, message
+from pixelwise._checks import check_choice, check_class_names, did_you_mean, message
 from pixelwise._toml import toml_value
 from pixelwise.data._io import open_pil
 
@@ -179,16 +179,41 @@ class MaskEncoding:
                     message("encoding key", "be known", repr(key), did_you_mean(key, allowed))
                 )
         kind = check_choice("encoding kind", str(config.get("kind", "")), KINDS)
-        common = {"ignore_index": int(config.get("ignore_index", 255))}
+        common = {
+            "ignore_index": _integer("encoding ignore_index", config.get("ignore_index", 255))
+        }
         num_classes = config.get("num_classes")
+        if num_classes is not None:
+            num_classes = _integer("encoding num_classes", num_classes)
         if kind == "index":
             if num_classes is None:
                 raise ValueError(message("encoding num_classes", "be given", "nothing"))
-            return cls.index(
-                int(num_classes), ignore_values=config.get("ignore_values", ()), **common
-            )
+            ignore_values = config.get("ignore_values", ())
+            if not isinstance(ignore_values, list | tuple):
+                raise ValueError(
+                    message(
+                        "encoding ignore_values", "be a list of mask values", repr(ignore_values)
+                    )
+                )
+            ignore_values = [_integer("encoding ignore_values", v) for v in ignore_values]
+            return cls.index(num_classes, ignore_values=ignore_values, **common)
         if kind == "values":
-            table = {int(k): int(v) for k, v in dict(config.get("value_map", {})).items()}
+            value_map = config.get("value_map", {})
+            if not isinstance(value_map, Mapping):
+                raise ValueError(
+                    message(
+                        "encoding value_map",
+                        "be a table of mask value = class",
+                        repr(value_map),
+                        'e.g. { "0" = 0, "255" = 1 }',
+                    )
+                )
+            table = {
+                _integer("encoding value_map key", k, text=True): _integer(
+                    f"encoding value_map[{k!r}]", v
+                )
+                for k, v in value_map.items()
+            }
             return cls.values(table, num_classes=num_classes, **common)
         return cls.palette(config.get("palette", ()), num_classes=num_classes, **common)
 
@@ -446,12 +471,27 @@ def read_palette(path: str | Path) -> tuple[RGB, ...]:
     return tuple(colors)
 
 
+def _integer(what: str, value: object, *, text: bool = False) -> int:
+    """``value`` if it is an integer (``text``: or a string of one, as TOML's table keys are);
+    a float is refused, not truncated (1.5 would silently become class 1)."""
+    if text and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(message(what, "be an integer", repr(value)))
+    return value
+
+
 def read_class_names(path: str | Path, num_classes: int) -> tuple[str, ...]:
     """Read the first ``num_classes`` names from a classes.txt (``"0 Sky"`` or ``"Sky"`` lines).
 
     Extra lines (e.g. CamVid's ``11 Unlabelled`` when void is ignored) are not classes.
     """
-    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            message(f"class file {path}", "be UTF-8 text", f"byte {err.start}: {err.reason}")
+        ) from None
     names = []
     for number, line in enumerate(ln for ln in lines if ln and not ln.startswith("#")):
         first, _, rest = line.partition(" ")
@@ -471,4 +511,4 @@ def read_class_names(path: str | Path, num_classes: int) -> tuple[str, ...]:
                 "add the missing names or fix num_classes",
             )
         )
-    return tuple(names[:num_classes])
+    return check_class_names(tuple(names[:num_classes]), f"class names in {path}")

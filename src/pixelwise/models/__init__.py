@@ -1,6 +1,7 @@
 """The classic line of segmentation networks, each registered by name behind one contract."""
 
 from pixelwise.models.registry import (
+    check_model,
     create_model,
     get_entry,
     list_models,
@@ -12,4 +13,11 @@ from pixelwise.models.registry import (
 # and every model is registered once anything of this package is imported.
 from pixelwise.models import deeplab, fcn, patch, segnet, unet  # noqa: F401  isort: skip
 
-__all__ = ["create_model", "get_entry", "list_models", "model_options", "register_model"]
+__all__ = [
+    "check_model",
+    "create_model",
+    "get_entry",
+    "list_models",
+    "model_options",
+    "register_model",
+]

@@ -20,10 +20,12 @@ from ``pixelwise.models`` fills the registry.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from pixelwise._checks import did_you_mean, message
@@ -40,6 +42,11 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+
+# The most parameters a model may have: 8 GiB of float32 weights, 16 times the largest
+# registered model at its defaults (FCN-8s, 134M). Options past it (depth = 100) would fill
+# the memory before the first line of training.
+MAX_PARAMETERS = 2**31
 
 
 def register_model(name: str, *, summary: str, paper: str) -> Callable:
@@ -89,6 +96,13 @@ def model_options(name: str) -> dict[str, Any]:
     }
 
 
+def check_model(name: str, *, num_classes: int, in_channels: int = 3, **options: Any) -> None:
+    """Raise what :func:`create_model` would for these arguments, building nothing (the model
+    is built on PyTorch's meta device)."""
+    _check_arguments(name, num_classes, in_channels, options)
+    _check_size(get_entry(name), num_classes=num_classes, in_channels=in_channels, **options)
+
+
 def create_model(name: str, *, num_classes: int, in_channels: int = 3, **options: Any) -> nn.Module:
     """Build a registered model by name.
 
@@ -102,7 +116,14 @@ def create_model(name: str, *, num_classes: int, in_channels: int = 3, **options
         The model, with ``size_divisor``, ``stage_names``, ``pixelwise_name`` and
         ``pixelwise_args`` set.
     """
-    entry = get_entry(name)
+    check_model(name, num_classes=num_classes, in_channels=in_channels, **options)
+    model = get_entry(name).builder(num_classes=num_classes, in_channels=in_channels, **options)
+    model.pixelwise_name = name
+    model.pixelwise_args = {"num_classes": num_classes, "in_channels": in_channels, **options}
+    return model
+
+
+def _check_arguments(name: str, num_classes: object, in_channels: object, options: dict) -> None:
     known = model_options(name)
     for key in options:
         if key not in known:
@@ -118,7 +139,35 @@ def create_model(name: str, *, num_classes: int, in_channels: int = 3, **options
         raise ValueError(message("num_classes", "be an integer >= 1", repr(num_classes)))
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(message("in_channels", "be an integer >= 1", repr(in_channels)))
-    model = entry.builder(num_classes=num_classes, in_channels=in_channels, **options)
-    model.pixelwise_name = name
-    model.pixelwise_args = {"num_classes": num_classes, "in_channels": in_channels, **options}
-    return model
+
+
+def _from_torch(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside torch (a size it cannot hold), not by a builder's
+    own checks of its options, which already say what is wrong."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is None or "pixelwise" not in tb.tb_frame.f_code.co_filename
+
+
+def _check_size(entry: ModelEntry, **args: Any) -> None:
+    """Build the model on PyTorch's meta device (no memory) and refuse options that torch
+    cannot build or that give more than :data:`MAX_PARAMETERS` parameters."""
+    options = ", ".join(f"{k}={v!r}" for k, v in args.items() if k not in ("num_classes",))
+    what = f"model '{entry.name}' with {options}"
+    fix = "use smaller options (depth, widths)"
+    try:
+        # Weight files load into meta tensors as a no-op, which torch warns about per tensor.
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model = entry.builder(**args)
+    except (RuntimeError, OverflowError, TypeError, MemoryError) as error:
+        if isinstance(error, TypeError) and not _from_torch(error):
+            raise
+        detail = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        raise ValueError(message(what, "be a size torch can build", detail, fix)) from None
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(
+            message(what, f"have at most {MAX_PARAMETERS:,} parameters", f"{count:,}", fix)
+        )
