@@ -29,6 +29,7 @@ from pixelwise._files import write_bytes_atomic, write_json_atomic
 from pixelwise.cli import main as pixelwise_main
 from pixelwise.data.encoding import format_values
 from pixelwise.engine.saver import snapshot_name
+from pixelwise.plan.bakeoff import threads_per_job
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -191,9 +192,21 @@ def train(label: str, config: Path, overrides: Sequence[str], out: Path, data: P
     return _finished_run(label, parent, before, wall)
 
 
-def threads_per_job(jobs: int) -> int:
-    """Torch threads of each of ``jobs`` trainings run at once: the cores shared out."""
-    return max(1, (os.cpu_count() or 1) // jobs)
+def plan(args: argparse.Namespace) -> tuple[Path, float]:
+    """``pixelwise plan DATA --minutes M`` into ``OUT/plan.toml``, measured with the threads
+    each training will have; returns the plan's path and the seconds planning took."""
+    out = args.out / "plan.toml"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_per_job(args.jobs))
+    start = time.perf_counter()
+    try:
+        argv = ["plan", str(args.data), "--minutes", f"{args.minutes:g}", "--out", str(out)]
+        status = pixelwise_main([*argv, "--overwrite", "--device", "cpu"])
+    finally:
+        torch.set_num_threads(threads)
+    if status != 0:
+        raise SystemExit(2)
+    return out, time.perf_counter() - start
 
 
 def train_all(

@@ -17,14 +17,10 @@ Writes ``OUT/planned_<set>.json``, ``OUT/plan.toml`` and the run folders under `
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
-
-import torch
 
 import _runs
 from pixelwise import load_model
-from pixelwise.cli import main as pixelwise_main
 from pixelwise.config import load_config
 from pixelwise.inference import evaluate_dataset, evaluation_dataset
 
@@ -41,21 +37,6 @@ SMOKE = [
     "train.batch_size=2",
 ]
 METRICS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "boundary_f1")
-
-
-def plan(args: object) -> tuple[object, float]:
-    out = args.out / "plan.toml"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(_runs.threads_per_job(args.jobs))
-    start = time.perf_counter()
-    try:
-        argv = ["plan", str(args.data), "--minutes", f"{args.minutes:g}", "--out", str(out)]
-        status = pixelwise_main([*argv, "--overwrite", "--device", "cpu"])
-    finally:
-        torch.set_num_threads(threads)
-    if status != 0:
-        raise SystemExit(2)
-    return out, time.perf_counter() - start
 
 
 def shipped_split(config: object) -> list[str]:
@@ -84,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = argv.pop(0)
     args = _runs.parse_args(f"planned_{name}", name, __doc__.splitlines()[0], argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    planned, plan_seconds = plan(args) if not args.rescore else (args.out / "plan.toml", 0.0)
+    planned, plan_seconds = _runs.plan(args) if not args.rescore else (args.out / "plan.toml", 0.0)
     budget = _runs.budget_overrides(args.minutes)
     smoke = SMOKE if args.smoke else []
     runs = {

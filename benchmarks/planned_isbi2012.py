@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 from collections.abc import Sequence
-
-import torch
 
 import _runs
 import isbi2012
-from pixelwise.cli import main as pixelwise_main
 
 NAME = "planned_isbi2012"
 SPLIT = ["data.shuffle_split=false", "data.val_fraction=0.2"]
@@ -38,26 +34,10 @@ SMOKE_PLANNED = [
 ]
 
 
-def plan(args: object) -> tuple[object, float]:
-    """Write ``OUT/plan.toml`` for the budget, measured with each training's threads."""
-    out = args.out / "plan.toml"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(_runs.threads_per_job(args.jobs))
-    start = time.perf_counter()
-    try:
-        argv = ["plan", str(args.data), "--minutes", f"{args.minutes:g}"]
-        status = pixelwise_main([*argv, "--out", str(out), "--overwrite", "--device", "cpu"])
-    finally:
-        torch.set_num_threads(threads)
-    if status != 0:
-        raise SystemExit(2)
-    return out, time.perf_counter() - start
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _runs.parse_args(NAME, "isbi2012", __doc__.splitlines()[0], argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    planned, plan_seconds = plan(args) if not args.rescore else (args.out / "plan.toml", 0.0)
+    planned, plan_seconds = _runs.plan(args) if not args.rescore else (args.out / "plan.toml", 0.0)
     budget = _runs.budget_overrides(args.minutes)
     runs = {
         "shipped": budget + (isbi2012.SMOKE if args.smoke else []) + args.set,

@@ -18,8 +18,6 @@ from pixelwise.plan.planner import (
     Speed,
     candidates,
     choose,
-    input_scale_for,
-    scaled_size,
 )
 from pixelwise.plan.render import plan_toml, summary_lines, table_lines
 
@@ -58,21 +56,11 @@ def make_plan(
             was found); pass ``encoding`` to declare it.
     """
     from pixelwise._device import resolve_device
-    from pixelwise.plan.measure import measure_all
+    from pixelwise.plan.measure import plan_on_device
 
     found = fingerprint(root, encoding)
-    if found.proposal.encoding is None:
-        raise ValueError(f"the mask encoding of {root} cannot be told: {found.proposal.reason}")
     where = resolve_device(device)
-    scale = input_scale_for(found, minutes)
-    options = candidates(found, where.type, model=model, scale=scale)
-    speeds = measure_all(
-        options,
-        channels=found.channels,
-        num_classes=found.num_classes,
-        eval_size=scaled_size(found.median_size, scale),
-        device=where,
-        seconds=seconds,
-        progress=progress,
+    plan = plan_on_device(
+        found, minutes, device=where, model=model, seconds=seconds, progress=progress
     )
-    return found, choose(found, speeds, minutes, device=where.type, options=options)
+    return found, plan

@@ -26,8 +26,8 @@ from pixelwise._checks import did_you_mean, message
 from pixelwise._files import write_json_atomic, write_text_atomic
 from pixelwise.models import list_models
 from pixelwise.plan.fingerprint import Fingerprint, fingerprint
-from pixelwise.plan.measure import measure_all
-from pixelwise.plan.planner import Plan, candidates, choose, input_scale_for, scaled_size
+from pixelwise.plan.measure import plan_on_device
+from pixelwise.plan.planner import Plan
 from pixelwise.plan.render import plan_toml
 
 DEFAULT_MODELS = ("unet", "segnet_basic", "deeplabv3_small", "fcn8s")
@@ -68,25 +68,13 @@ def plan_models(
 ) -> dict[str, Plan]:
     """Each model planned for ``minutes`` on ``device``, measured with ``threads`` threads
     (what each training will have)."""
-    if fp.proposal.encoding is None:
-        raise ValueError(f"the mask encoding of {fp.root} cannot be told: {fp.proposal.reason}")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        plans = {}
-        for model in models:
-            scale = input_scale_for(fp, minutes)
-            options = candidates(fp, device.type, model=model, scale=scale)
-            speeds = measure_all(
-                options,
-                channels=fp.channels,
-                num_classes=fp.num_classes,
-                eval_size=scaled_size(fp.median_size, scale),
-                device=device,
-                seconds=seconds,
-            )
-            plans[model] = choose(fp, speeds, minutes, device=device.type, options=options)
-        return plans
+        return {
+            model: plan_on_device(fp, minutes, device=device, model=model, seconds=seconds)
+            for model in models
+        }
     finally:
         torch.set_num_threads(before)
 

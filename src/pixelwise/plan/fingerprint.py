@@ -334,13 +334,26 @@ def fingerprint(root: str | Path, encoding: MaskEncoding | Mapping | None = None
     else:
         proposal = _proposal(layout, masks, encoding)
         classes = _decoded(masks, proposal.encoding)
+    return _assemble(root, layout, (len(pairs), num_val), images, classes, proposal, extra)
+
+
+def _assemble(
+    root: Path,
+    layout: Layout,
+    counts: tuple[int, int],
+    images: Sequence[np.ndarray],
+    classes: Sequence[np.ndarray],
+    proposal: Proposal,
+    extra: Mapping[str, object],
+) -> Fingerprint:
+    """The :class:`Fingerprint` of what was read: ``counts`` is (samples, own validation)."""
     k = proposal.encoding.num_classes if proposal.encoding is not None else 0
     mean, std = _statistics(images)
     return Fingerprint(
         root=str(root),
         layout=layout,
-        num_images=len(pairs),
-        num_val=num_val,
+        num_images=counts[0],
+        num_val=counts[1],
         sizes=tuple(sorted(tuple(i.shape[:2]) for i in images)),
         channels=int(images[0].shape[-1]),
         mean=mean,
@@ -424,18 +437,4 @@ def _tiff_fingerprint(
     classes = []
     if proposal.encoding is not None:
         classes = [proposal.encoding.decode(p) for p in _spaced(labels, MAX_MASKS)]
-    k = proposal.encoding.num_classes if proposal.encoding is not None else 0
-    mean, std = _statistics(images)
-    return Fingerprint(
-        root=str(root),
-        layout=layout,
-        num_images=len(pages),
-        num_val=0,
-        sizes=tuple(sorted(tuple(i.shape[:2]) for i in images)),
-        channels=int(images[0].shape[-1]),
-        mean=mean,
-        std=std,
-        proposal=proposal,
-        class_fractions=_fractions(classes, k),
-        upright=_upright(classes, images, k),
-    )
+    return _assemble(root, layout, (len(pages), 0), images, classes, proposal, {})

@@ -18,7 +18,16 @@ import torch
 from torch import nn
 
 from pixelwise.models import create_model
-from pixelwise.plan.planner import Candidate, Speed
+from pixelwise.plan.fingerprint import Fingerprint
+from pixelwise.plan.planner import (
+    Candidate,
+    Plan,
+    Speed,
+    candidates,
+    choose,
+    input_scale_for,
+    scaled_size,
+)
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -129,3 +138,34 @@ def measure_all(
         if progress is not None:
             progress(candidate, speeds[candidate.label])
     return speeds
+
+
+def plan_on_device(
+    fp: Fingerprint,
+    minutes: float,
+    *,
+    device: torch.device,
+    model: str = "unet",
+    seconds: float = 2.0,
+    progress: Callable[[Candidate, Speed], None] | None = None,
+) -> Plan:
+    """The plan for ``fp`` and ``minutes``: ``model``'s candidates (at the scale the budget
+    allows) measured on ``device``, then :func:`~pixelwise.plan.planner.choose`.
+
+    Raises:
+        ValueError: no mask encoding was found or declared (one line saying why).
+    """
+    if fp.proposal.encoding is None:
+        raise ValueError(f"the mask encoding of {fp.root} cannot be told: {fp.proposal.reason}")
+    scale = input_scale_for(fp, minutes)
+    options = candidates(fp, device.type, model=model, scale=scale)
+    speeds = measure_all(
+        options,
+        channels=fp.channels,
+        num_classes=fp.num_classes,
+        eval_size=scaled_size(fp.median_size, scale),
+        device=device,
+        seconds=seconds,
+        progress=progress,
+    )
+    return choose(fp, speeds, minutes, device=device.type, options=options)

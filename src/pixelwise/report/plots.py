@@ -35,6 +35,18 @@ def _save(figure: object, path: Path) -> Path:
     return write_bytes_atomic(path, buffer.getvalue())
 
 
+def _finish(figure: object, axes: object, path: Path, *, title: str, xlabel: str, ylabel: str):
+    """Label, grid and legend the axes, then write the figure."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    if axes.lines:
+        axes.legend()
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def plot_curves(
     rows: Sequence[Mapping[str, object]],
     keys: Mapping[str, str],
@@ -68,14 +80,7 @@ def plot_curves(
             drawn += values
     if log_scale and drawn and min(drawn) > 0:
         axes.set_yscale("log")
-    axes.set_xlabel("epoch")
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    if axes.lines:
-        axes.legend()
-    figure.tight_layout()
-    return _save(figure, Path(path))
+    return _finish(figure, axes, Path(path), title=title, xlabel="epoch", ylabel=ylabel)
 
 
 def plot_history(rows: Sequence[Mapping[str, object]], out_dir: str | Path) -> list[Path]:
@@ -118,11 +123,4 @@ def plot_series(
         points = [(x, y) for x, y in zip(xs, ys, strict=True) if not math.isnan(y)]
         if points:
             axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    if axes.lines:
-        axes.legend()
-    figure.tight_layout()
-    return _save(figure, Path(path))
+    return _finish(figure, axes, Path(path), title=title, xlabel=xlabel, ylabel=ylabel)
