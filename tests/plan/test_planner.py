@@ -71,7 +71,7 @@ def test_the_widest_candidate_that_trains_enough_iterations_wins():
     chosen = pick(candidates(fp()), speeds(step16 / 2, step16, step16 * 2), minutes * 60)
     assert chosen.label == "unet w16"
     # An hour: w32 reaches it too.
-    assert pick(candidates(fp()), speeds(0.5, 1.0, 2.0), 3600).label == "unet w32"
+    assert pick(candidates(fp()), speeds(0.5, 1.0, 4.0), 3600).label == "unet w32"
     # Out of memory is never chosen.
     assert pick(candidates(fp()), speeds(0.5, 1.0, 0.1, fits32=False), 3600).label == "unet w16"
 
@@ -85,7 +85,7 @@ def test_when_none_trains_enough_a_hardly_faster_narrow_network_is_no_gain():
 
 
 def test_a_binary_folder_plan():
-    plan = choose(fp(), speeds(0.5, 1.0, 2.0), 15)
+    plan = choose(fp(), speeds(0.5, 1.0, 4.0), 15)
     data, train = plan.tables["data"], plan.tables["train"]
     assert plan.tables["model"] == {
         "name": "unet",
@@ -132,7 +132,7 @@ def test_large_images_under_a_short_budget_train_at_a_reduced_scale(side, minute
 
 def test_a_plan_for_large_images_records_the_scale_and_crops_the_scaled_images():
     large = fp(sizes=((4096, 4096),) * 10, num_images=10)
-    plan = choose(large, speeds(0.5, 1.0, 2.0), 15)
+    plan = choose(large, speeds(0.5, 1.0, 4.0), 15)
     data = plan.tables["data"]
     assert data["input_scale"] == 0.25 and data["crop_size"] == 256
     assert plan.reasons["data.input_scale"].startswith(
@@ -143,11 +143,11 @@ def test_a_plan_for_large_images_records_the_scale_and_crops_the_scaled_images()
         "random 256×256 crops of 1024×1024 images (median) at scale 0.25"
     )
     assert RunConfig.from_dict(plan.tables).data.input_scale == 0.25
-    assert choose(large, speeds(0.5, 1.0, 2.0), 90).tables["data"].get("input_scale") is None
+    assert choose(large, speeds(0.5, 1.0, 4.0), 90).tables["data"].get("input_scale") is None
     # The crop rule reads the scaled sizes: 3000 and 400 at 0.5 are 1500 and 200.
     mixed = fp(sizes=((3000, 3000),) * 9 + ((400, 400),), num_images=10)
     assert crop_for(mixed) == 256 and crop_for(mixed, scale=0.5) == 192
-    planned = choose(mixed, speeds(0.5, 1.0, 2.0), 15).tables["data"]  # median 3000: 0.25
+    planned = choose(mixed, speeds(0.5, 1.0, 4.0), 15).tables["data"]  # median 3000: 0.25
     assert (planned["input_scale"], planned["crop_size"]) == (0.25, 96)  # 400 at 0.25 is 100
     assert {c.crop for c in candidates(mixed, scale=0.5)} == {192}
 
@@ -160,7 +160,7 @@ def test_rare_classes_get_weights_and_upright_scenes_no_vertical_flips():
         channels=3,
         sizes=((360, 480),) * 25,
     )
-    plan = choose(many, speeds(0.5, 1.0, 2.0), 60)
+    plan = choose(many, speeds(0.5, 1.0, 4.0), 60)
     assert plan.tables["loss"] == {"name": "ce", "class_weights": "median_frequency"}
     assert plan.reasons["loss.name"].startswith("5 of 11 classes under 2% of the pixels")
     data = plan.tables["data"]
@@ -176,16 +176,16 @@ def test_rare_classes_get_weights_and_upright_scenes_no_vertical_flips():
 
 def test_a_small_validation_split_is_a_warning_and_a_manifest_stratifies():
     tiny = fp(num_images=12, sizes=((256, 256),) * 12)
-    plan = choose(tiny, speeds(0.5, 1.0, 2.0), 15)
+    plan = choose(tiny, speeds(0.5, 1.0, 4.0), 15)
     assert plan.warnings == (
         "the validation split has 2 of 12 images (256×256): too few to trust the best checkpoint "
         "by; add images or judge the run by last.pt",
     )
-    grouped = choose(fp(manifest="manifest.csv"), speeds(0.5, 1.0, 2.0), 15)
+    grouped = choose(fp(manifest="manifest.csv"), speeds(0.5, 1.0, 4.0), 15)
     assert grouped.tables["data"]["manifest"] == "manifest.csv"
     assert "stratified by the group column" in grouped.reasons["data.val_fraction"]
     camvid = fp(layout=Layout("camvid", "train", "val"), num_images=367, num_val=101)
-    plan = choose(camvid, speeds(0.5, 1.0, 2.0), 15)
+    plan = choose(camvid, speeds(0.5, 1.0, 4.0), 15)
     assert "val_fraction" not in plan.tables["data"] and plan.warnings == ()
 
 
@@ -197,15 +197,15 @@ def test_no_encoding_no_plan():
 
 def test_the_plan_toml_reads_back_to_its_tables_and_comments_each_choice(tmp_path):
     found = fp(root=str(tmp_path / "data"))
-    plan = choose(found, speeds(0.5, 1.0, 2.0), 15)
+    plan = choose(found, speeds(0.5, 1.0, 4.0), 15)
     text = plan_toml(plan, found, 15, folder=tmp_path)
     table = tomllib.loads(text)
     assert table["data"]["root"] == "data"  # relative to the file's folder
     expected = {s: dict(v) for s, v in plan.tables.items()}
     expected["data"]["root"] = "data"
     assert RunConfig.from_dict(table).to_dict() == RunConfig.from_dict(expected).to_dict()
-    assert 'name = "unet"  # unet w16: the widest measured that trains 800+' in text
+    assert 'name = "unet"  # unet w16: the widest measured that trains 400+' in text
     assert "# Predict with: pixelwise predict RUN/best.pt IMAGES --out DIR --tile 512" in text
     outside = dataclasses.replace(found, root="/else/where")  # not under the file's folder
-    text = plan_toml(choose(outside, speeds(0.5, 1.0, 2.0), 15), outside, 15, folder=tmp_path)
+    text = plan_toml(choose(outside, speeds(0.5, 1.0, 4.0), 15), outside, 15, folder=tmp_path)
     assert tomllib.loads(text)["data"]["root"] == "/else/where"

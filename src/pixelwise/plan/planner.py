@@ -24,8 +24,10 @@ from collections.abc import Mapping, Sequence
 
 from pixelwise.plan.fingerprint import Fingerprint
 
-# Iterations a budget should buy: the widest candidate that reaches this is chosen.
-MIN_ITERATIONS = 800
+# Iterations a budget should buy: the widest candidate that reaches this is chosen. Measured
+# (docs/PLANNING.md): width 16 at 588 iterations beat width 32 at 167 (ISBI 2012), and width 8
+# at 750 lost to width 32 at 106 (nuclei): the crossing lies between, and 400 is its middle.
+MIN_ITERATIONS = 400
 # When no candidate reaches MIN_ITERATIONS: the widest within this share of the most iterations.
 NEAR_FASTEST = 0.8
 # The share of the budget validation may take, and the most validations worth running.
