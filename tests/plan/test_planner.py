@@ -16,6 +16,7 @@ from pixelwise.plan.planner import (
     MIN_ITERATIONS,
     VALIDATION_SHARE,
     Speed,
+    best_batches,
     candidates,
     choose,
     crop_for,
@@ -60,7 +61,47 @@ def test_candidates_are_one_unet_at_three_widths_at_the_crop_the_images_allow():
     assert {(c.crop, c.batch, c.options["depth"]) for c in candidates(small)} == {(None, 8, 3)}
     mixed = fp(sizes=((100, 90), (120, 200)))
     assert crop_for(mixed) == 80  # the largest multiple of 16 inside the smallest image
-    assert {c.batch for c in candidates(fp(), "cuda")} == {8}
+    on_cuda = candidates(fp(), "cuda")
+    assert [c.label for c in on_cuda[:4]] == [
+        "unet w8 b8",
+        "unet w8 b16",
+        "unet w8 b32",
+        "unet w16 b8",
+    ]
+    assert [c.batch for c in on_cuda] == [8, 16, 32] * 3
+
+
+def test_on_cuda_each_width_trains_at_the_batch_with_the_most_pixels_per_second():
+    on_cuda = candidates(fp(), "cuda")
+    figures = {
+        # w8: throughput grows with the batch (0.02 s for 8, 0.03 for 16, 0.05 for 32).
+        "unet w8 b8": Speed(0.02, 1e7),
+        "unet w8 b16": Speed(0.03, 1e7),
+        "unet w8 b32": Speed(0.05, 1e7),
+        # w16: b32 no faster per pixel than b16 (0.16 s = 2 × 0.08): the larger on a tie.
+        "unet w16 b8": Speed(0.05, 1e7),
+        "unet w16 b16": Speed(0.08, 1e7),
+        "unet w16 b32": Speed(0.16, 1e7),
+        # w32: b32 runs out of memory; b16 is slower per pixel than b8.
+        "unet w32 b8": Speed(0.10, 1e7),
+        "unet w32 b16": Speed(0.25, 1e7),
+        "unet w32 b32": Speed(float("inf"), 0.0, fits=False),
+    }
+    best = best_batches(on_cuda, figures)
+    assert [c.label for c in best] == ["unet w8 b32", "unet w16 b32", "unet w32 b8"]
+    plan = choose(fp(), figures, 15, device="cuda")
+    # 828 s / 0.10 s = 8,280 iterations of w32 at batch 8: the widest, and it trains enough.
+    assert plan.tables["model"]["options"]["base_width"] == 32
+    assert plan.tables["train"]["batch_size"] == 8 and plan.tables["train"]["amp"]
+    assert plan.reasons["train.batch_size"].startswith("8: of the batch sizes measured (8, 16, 32)")
+    assert [row[0] for row in plan.rows if row[3]] == ["unet w32 b8"]
+    # With no batch of w32 fitting, w16 at its best batch.
+    figures["unet w32 b8"] = figures["unet w32 b16"] = Speed(float("inf"), 0.0, fits=False)
+    plan = choose(fp(), figures, 15, device="cuda")
+    assert (plan.tables["model"]["options"]["base_width"], plan.tables["train"]["batch_size"]) == (
+        16,
+        32,
+    )
 
 
 def test_the_widest_candidate_that_trains_enough_iterations_wins():

@@ -39,6 +39,10 @@ MIN_VAL_PIXELS = 512 * 512
 # Widths measured for the U-Net, narrowest first, and its crop when images allow.
 WIDTHS = (8, 16, 32)
 CROP = 256
+# Batch sizes: one on the CPU (more images an iteration buy no throughput there); on CUDA each
+# width is measured at each of these, and the one with the most pixels per second is trained.
+CPU_BATCH, CPU_SMALL_BATCH = 4, 8
+CUDA_BATCHES = (8, 16, 32)
 # Under this budget (minutes), images whose median shorter side exceeds SCALE_SIDE train at
 # the largest of SCALES that brings it within SCALE_SIDE.
 SCALE_BUDGET_MINUTES = 60.0
@@ -57,11 +61,14 @@ class Candidate:
     options: Mapping[str, object]
     crop: int | None
     batch: int
+    # Several batch sizes of one network are measured (CUDA): the label names the batch.
+    batch_in_label: bool = False
 
     @property
     def label(self) -> str:
         width = self.options.get("base_width")
-        return f"{self.model}" + (f" w{width}" if width else "")
+        batch = f" b{self.batch}" if self.batch_in_label else ""
+        return f"{self.model}" + (f" w{width}" if width else "") + batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,15 +133,24 @@ def candidates(
 ) -> list[Candidate]:
     """The configurations worth measuring for ``fp`` on ``device`` with the images at
     ``scale`` (:func:`input_scale_for`): ``model`` at each width of :data:`WIDTHS` (other
-    models at their defaults), depth 4 (3 for crops under 128)."""
+    models at their defaults), depth 4 (3 for crops under 128); on the CPU at one batch size
+    (:data:`CPU_BATCH`, :data:`CPU_SMALL_BATCH` under 128 pixels), on CUDA at each of
+    :data:`CUDA_BATCHES`."""
     crop = crop_for(fp, scale=scale)
     side = crop or min(scaled_size(fp.median_size, scale))
-    batch = 8 if device == "cuda" else (4 if side >= 128 else 8)
-    if model != "unet":
-        return [Candidate(model, {}, crop, batch)]
-    depth = 4 if side >= 128 else 3
-    common = {"depth": depth, "padding": "same", "batch_norm": True}
-    return [Candidate("unet", {**common, "base_width": w}, crop, batch) for w in WIDTHS]
+    cuda = device == "cuda"
+    batches = CUDA_BATCHES if cuda else ((CPU_BATCH if side >= 128 else CPU_SMALL_BATCH),)
+    if model == "unet":
+        depth = 4 if side >= 128 else 3
+        common = {"depth": depth, "padding": "same", "batch_norm": True}
+        networks = [{**common, "base_width": w} for w in WIDTHS]
+    else:
+        networks = [{}]
+    return [
+        Candidate(model, options, crop, batch, batch_in_label=cuda)
+        for options in networks
+        for batch in batches
+    ]
 
 
 def _iterations(speed: Speed, seconds: float) -> int:
@@ -142,11 +158,34 @@ def _iterations(speed: Speed, seconds: float) -> int:
     return int(usable / speed.step_seconds) if speed.fits and speed.step_seconds > 0 else 0
 
 
+def _pixels_per_second(candidate: Candidate, speed: Speed) -> float:
+    side = candidate.crop or 1  # whole images: the same size for every batch of one network
+    return candidate.batch * side * side / speed.step_seconds
+
+
+def best_batches(options: Sequence[Candidate], speeds: Mapping[str, Speed]) -> list[Candidate]:
+    """Of each network (model and options) in ``options``, the batch size that fits and
+    trains the most pixels per second (the larger on a tie), in the order of ``options``."""
+    best: dict[str, Candidate] = {}
+    for c in options:
+        if not speeds[c.label].fits:
+            continue
+        key = repr((c.model, sorted(c.options.items())))
+        held = best.get(key)
+        if held is None or _pixels_per_second(c, speeds[c.label]) >= _pixels_per_second(
+            held, speeds[held.label]
+        ):
+            best[key] = c
+    return list(best.values())
+
+
 def pick(options: Sequence[Candidate], speeds: Mapping[str, Speed], seconds: float) -> Candidate:
     """The widest candidate (the last of ``options``) that trains :data:`MIN_ITERATIONS` in
     ``seconds``; when none does, the widest that trains at least :data:`NEAR_FASTEST` of the
-    fastest one's iterations (a narrower network that is hardly faster is no gain)."""
-    fitting = [c for c in options if speeds[c.label].fits]
+    fastest one's iterations (a narrower network that is hardly faster is no gain). Where a
+    network was measured at several batch sizes, only its best (:func:`best_batches`)
+    takes part."""
+    fitting = best_batches(options, speeds)
     if not fitting:
         raise ValueError("no candidate configuration fits in this device's memory")
     counts = {c.label: _iterations(speeds[c.label], seconds) for c in fitting}
@@ -278,7 +317,7 @@ def choose(
         "loss.name": loss_reason,
         "optim.name": "Adam at 1e-3",
         "schedule.name": "poly decay over the time budget: the rate reaches 0 as time runs out",
-        "train.batch_size": f"{chosen.batch} {'(CUDA)' if device == 'cuda' else 'on the CPU'}",
+        "train.batch_size": _batch_reason(chosen, device),
         "train.val_every": "validation takes about "
         f"{VALIDATION_SHARE:.0%} of the budget, {MAX_VALIDATIONS} times at most",
         "train.amp": "mixed precision on CUDA" if device == "cuda" else "float32 on the CPU",
@@ -305,6 +344,16 @@ def _data_table(
     if scale != 1:
         data["input_scale"] = scale
     return data
+
+
+def _batch_reason(chosen: Candidate, device: str) -> str:
+    if device == "cuda":
+        sizes = ", ".join(str(b) for b in CUDA_BATCHES)
+        return (
+            f"{chosen.batch}: of the batch sizes measured ({sizes}), the one that fits in "
+            "memory and trains the most pixels per second"
+        )
+    return f"{chosen.batch} on the CPU, where a larger batch buys no throughput"
 
 
 def _crop_reason(fp: Fingerprint, crop: int | None, scale: float) -> str:
