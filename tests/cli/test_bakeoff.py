@@ -25,6 +25,26 @@ def test_models_are_checked_all_at_once():
     assert check_models(["fcn8s", "unet"]) == ["fcn8s", "unet"]
 
 
+def test_every_bad_option_is_said_in_one_line(tmp_path, capsys):
+    data = user_folder(tmp_path / "data", count=2)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("the user's")
+    argv = ["bakeoff", str(data), "--models", "unet,segnet_basik", "--minutes", "0"]
+    assert main([*argv, "--jobs", "0", "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    for part in (
+        "--models must name registered models",
+        "segnet_basik: did you mean 'segnet_basic'?",
+        "--minutes must be a positive number of minutes, got 0.0",
+        "--jobs must be >= 1, got 0",
+        f"--out {taken} must be a new or empty folder",
+    ):
+        assert part in err
+    assert (taken / "keep.txt").read_text() == "the user's"
+
+
 def test_a_bakeoff_trains_each_model_on_the_same_split_and_scores_them(tmp_path, capsys):
     data = user_folder(tmp_path / "data", count=8)
     out = tmp_path / "out"

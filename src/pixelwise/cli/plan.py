@@ -78,19 +78,41 @@ def _bakeoff_table(report: dict) -> list[str]:
     return lines
 
 
+def _check_jobs(jobs: int) -> int:
+    if jobs < 1:
+        raise ValueError(message("--jobs", "be >= 1", jobs))
+    return jobs
+
+
+def _check_new_folder(out: Path) -> Path:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(
+            message(f"--out {out}", "be a new or empty folder", "an existing one", "choose another")
+        )
+    return out
+
+
 def cmd_bakeoff(args: argparse.Namespace) -> int:
     from pixelwise.plan.bakeoff import DEFAULT_MODELS, bakeoff, check_models
 
     names = DEFAULT_MODELS if args.models is None else args.models.split(",")
-    models = check_models([m.strip() for m in names if m.strip()])
-    minutes = _check_minutes(args.minutes)
-    if args.jobs < 1:
-        raise ValueError(message("--jobs", "be >= 1", args.jobs))
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(
-            message(f"--out {out}", "be a new or empty folder", "an existing one", "choose another")
-        )
+    problems = []  # every bad option said at once, in one line
+    checks = {
+        "models": lambda: check_models([m.strip() for m in names if m.strip()]),
+        "minutes": lambda: _check_minutes(args.minutes),
+        "jobs": lambda: _check_jobs(args.jobs),
+        "out": lambda: _check_new_folder(out),
+    }
+    checked = {}
+    for key, check in checks.items():
+        try:
+            checked[key] = check()
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise ValueError("; ".join(problems))
+    models, minutes = checked["models"], checked["minutes"]
     report = bakeoff(
         args.data,
         minutes,
