@@ -15,3 +15,15 @@ SMALL: dict[str, dict] = {
     "deeplabv3": {"backbone": "resnet18", "aspp_channels": 16},
     "deeplabv3_small": {"aspp_channels": 16},
 }
+
+# The encoder variants (pixelwise.models.encoders) run through the same contract tests:
+# label -> (registered model, options).
+ENCODED: dict[str, tuple[str, dict]] = {
+    "unet+efficientnet_lite0": ("unet", {"encoder": "efficientnet_lite0", "base_width": 4}),
+    "fcn8s+efficientnet_lite0": ("fcn8s", {"encoder": "efficientnet_lite0"}),
+    "deeplabv3_small+efficientnet_lite0": (
+        "deeplabv3_small",
+        {"encoder": "efficientnet_lite0", "aspp_channels": 16},
+    ),
+    "unet+resnet18": ("unet", {"encoder": "resnet18", "base_width": 4}),
+}

@@ -22,6 +22,8 @@ small U-Net on the synthetic data, weighted cross entropy, Adam)::
     momentum = 0.9              # sgd only
     weight_decay = 0.0
     nesterov = false            # sgd only
+    encoder_lr_scale = 1.0      # the encoder's learning rate is lr times this (e.g. 0.1 for a
+                                # pretrained encoder)
 
     [schedule]
     name = "poly"               # "none" | "poly" | "cosine", stepped once per iteration
@@ -41,11 +43,14 @@ small U-Net on the synthetic data, weighted cross entropy, Adam)::
     amp = true                  # mixed precision, on CUDA only
     channels_last = "auto"      # "auto" (on CUDA) | true | false
     grad_clip = 0.0             # max gradient norm; 0 = off
+    freeze_encoder = 0.0        # share of the run (of the time budget, else of the iterations)
+                                # during which the encoder is not updated
     num_workers = 0
     metric = "mean_iou"         # validation metric that picks best.pt
     out_dir = "runs"
     overlays = 4                # validation images drawn with their predictions
-    normalisation = "dataset"   # "dataset" (mean/std of the training images) | "fixed" | "none"
+    normalisation = "auto"      # "auto" (a pretrained encoder's own, else "dataset") | "dataset"
+                                # (mean/std of the training images) | "fixed" | "none"
     # mean = [0.5], std = [0.25]  with normalisation = "fixed"
 
 Overrides are ``section.key=value`` strings, the value a TOML literal (``3``, ``0.5``, ``true``,
@@ -107,7 +112,7 @@ SCHEDULES = ("none", "poly", "cosine")
 SCHEDULE_SPANS = ("iterations", "time")
 DEVICES = ("auto", "cpu", "cuda")
 METRICS = SUMMARY_KEYS  # the scores train.metric may name
-NORMALISATIONS = ("dataset", "fixed", "none")
+NORMALISATIONS = ("auto", "dataset", "fixed", "none")
 MAX_WORKERS = 256  # train.num_workers: each is a process; a typo (10**6) would start them all
 
 # The built-in job: about a minute on two CPU cores (see the README for the measured numbers).
@@ -488,6 +493,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     nesterov: bool = False
+    encoder_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         _check_choice("optim", "name", self.name, OPTIMIZERS)
@@ -499,6 +505,8 @@ class OptimConfig:
             self, "weight_decay", _check_float("optim", "weight_decay", self.weight_decay, 0.0)
         )
         _check_bool("optim", "nesterov", self.nesterov)
+        scale = _check_float("optim", "encoder_lr_scale", self.encoder_lr_scale, 0.0)
+        object.__setattr__(self, "encoder_lr_scale", scale)
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
             raise _bad(
                 "optim.nesterov",
@@ -535,11 +543,12 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool | str = "auto"
     grad_clip: float = 0.0
+    freeze_encoder: float = 0.0
     num_workers: int = 0
     metric: str = "mean_iou"
     out_dir: str = "runs"
     overlays: int = 4
-    normalisation: str = "dataset"
+    normalisation: str = "auto"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     time_limit_minutes: float = 0.0
@@ -564,6 +573,8 @@ class TrainConfig:
         if self.channels_last != "auto" and not isinstance(self.channels_last, bool):
             raise _bad("train.channels_last", "be 'auto', true or false", repr(self.channels_last))
         object.__setattr__(self, "grad_clip", _check_float(t, "grad_clip", self.grad_clip, 0.0))
+        freeze = _check_float(t, "freeze_encoder", self.freeze_encoder, 0.0, 1.0)
+        object.__setattr__(self, "freeze_encoder", freeze)
         _check_choice(t, "metric", self.metric, METRICS)
         if not isinstance(self.out_dir, str) or not self.out_dir:
             raise _bad("train.out_dir", "be a folder name", repr(self.out_dir))

@@ -21,11 +21,13 @@ from pixelwise.inference.export import (
     export_module,
 )
 from pixelwise.models import create_model, list_models
-from small_models import SMALL
+from small_models import ENCODED, SMALL
 
-# Each registered model, plus the valid-padding U-Net (smaller output, sizes checked).
+# Each registered model, the valid-padding U-Net (smaller output, sizes checked), and the
+# encoder variants.
 CASES = {name: (name, options) for name, options in SMALL.items()}
 CASES["unet_valid"] = ("unet", {"base_width": 4, "depth": 2, "padding": "valid"})
+CASES.update(ENCODED)
 K = 3
 
 

@@ -21,6 +21,9 @@ MODELS: dict[str, dict] = {
     "deeplabv3_small": {"aspp_channels": 16},
     "fcn8s": {"width": 0.0625},
     "patch_classifier": {"patch_size": 13, "width": 4},
+    # timm's EfficientNet blocks: "same"-padding convolutions, batch norms with activation.
+    "unet+efficientnet_lite0": {"encoder": "efficientnet_lite0", "base_width": 4},
+    "deeplabv3_small+efficientnet_lite0": {"encoder": "efficientnet_lite0", "aspp_channels": 16},
 }
 # The valid U-Net accepts 4·k + 28, k >= 4, at depth 2 (never odd); H != W all the same.
 SIZES = {"unet_valid": (52, 44)}
@@ -29,7 +32,9 @@ SIZES = {"unet_valid": (52, 44)}
 def build(key: str, in_channels: int = 2) -> nn.Module:
     """A model with random batch-norm statistics, so that folding them is not a no-op."""
     torch.manual_seed(0)
-    name = key.removesuffix("_valid")
+    name = key.removesuffix("_valid").split("+")[0]
+    if "+efficientnet" in key:
+        pytest.importorskip("timm", reason="the efficientnet_lite0 encoder needs timm")
     model = create_model(name, num_classes=K, in_channels=in_channels, **MODELS[key])
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -81,6 +86,18 @@ def test_every_batch_norm_after_a_convolution_is_folded(key):
     # DeepLab's image-pooling branch keeps its own batch-norm subclass on a 1×1 map.
     assert count(fast, nn.BatchNorm2d) == 0
     assert count(model, nn.BatchNorm2d) > 0
+
+
+@pytest.mark.parametrize("key", ["unet+efficientnet_lite0", "deeplabv3_small+efficientnet_lite0"])
+def test_the_efficientnet_encoder_folds_its_batch_norms_and_keeps_its_activations(key):
+    model = build(key)
+    fast = optimize_for_inference(model)
+    norms = [type(m).__name__ for m in fast.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms == ["_PooledBatchNorm"] * ("deeplab" in key)  # the 1×1 image-pooling branch
+    assert sum(isinstance(m, nn.ReLU6) for m in fast.encoder.modules()) == sum(
+        isinstance(m, nn.ReLU6) for m in model.encoder.modules()
+    )
+    assert_same_logits(logits(fast, images(key)), logits(model, images(key)))
 
 
 def test_original_model_is_unchanged():

@@ -12,20 +12,24 @@ import pytest
 import torch
 
 from pixelwise.models import create_model, list_models
-from small_models import SMALL
+from small_models import ENCODED, SMALL
 
 K = 5
+# Every registered model at its small options, and the encoder variants.
+CASES = {**{name: (name, options) for name, options in SMALL.items()}, **ENCODED}
 
 
 def test_every_model_is_covered():
     assert sorted(SMALL) == list_models()
 
 
-@pytest.fixture(params=sorted(SMALL))
+@pytest.fixture(params=sorted(CASES))
 def built(request):
     torch.manual_seed(0)
-    name = request.param
-    return name, create_model(name, num_classes=K, in_channels=3, **SMALL[name])
+    name, options = CASES[request.param]
+    if "encoder" in options and options["encoder"] == "efficientnet_lite0":
+        pytest.importorskip("timm", reason="the efficientnet_lite0 encoder needs timm")
+    return request.param, create_model(name, num_classes=K, in_channels=3, **options)
 
 
 def test_odd_size_gives_logits_at_input_size(built):
@@ -65,9 +69,10 @@ def test_eval_is_deterministic(built):
 
 
 def test_records_how_it_was_built(built):
-    name, model = built
+    case, model = built
+    name, options = CASES[case]
     assert model.pixelwise_name == name
-    assert model.pixelwise_args == {"num_classes": K, "in_channels": 3, **SMALL[name]}
+    assert model.pixelwise_args == {"num_classes": K, "in_channels": 3, **options}
     rebuilt = create_model(name, **model.pixelwise_args)
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
     assert isinstance(model.size_divisor, int) and model.size_divisor >= 1

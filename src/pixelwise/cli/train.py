@@ -199,6 +199,8 @@ def _train_argv(args: argparse.Namespace, plan_text: str | None = None) -> list[
         argv += ["--resume", args.resume]
     if args.out_dir:
         argv += ["--out-dir", args.out_dir]
+    if args.download:
+        argv += ["--download"]
     return argv
 
 
@@ -274,6 +276,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.time_limit_minutes={float(args.minutes)!r}")
     if args.out_dir:
         overrides.append(f"train.out_dir={json.dumps(args.out_dir)}")
+    if args.download:
+        overrides.append("model.options.allow_download=true")
     base = load_checkpoint(args.resume).config if args.resume and not args.config else None
     path = None if planned is not None else args.config
     config = load_config(path, overrides, base=planned if planned is not None else base)
@@ -335,5 +339,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--out-dir", metavar="DIR", help="parent of the new run folder (default train.out_dir)"
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="let torchvision download the ImageNet weights of model.options.encoder "
+        "(encoder_weights = 'imagenet') when they are not in its cache; nothing is downloaded "
+        "otherwise",
     )
     p.set_defaults(func=cmd_train)

@@ -133,18 +133,20 @@ def _loss(
     return build_loss(loss, class_weights=weights, ignore_index=ignore_index), loss
 
 
-def _normalisation(normalisation: str | Mapping, data: Dataset, channels: int) -> dict:
+def _normalisation(
+    normalisation: str | Mapping, data: Dataset, channels: int, model: nn.Module
+) -> dict:
     if isinstance(normalisation, Mapping):
         return {"mean": list(normalisation["mean"]), "std": list(normalisation["std"])}
-    if normalisation not in ("dataset", "none"):
+    if normalisation not in ("auto", "dataset", "none"):
         raise ValueError(
             message(
                 "normalisation",
-                "be 'dataset', 'none' or {'mean': [...], 'std': [...]}",
+                "be 'auto', 'dataset', 'none' or {'mean': [...], 'std': [...]}",
                 repr(normalisation),
             )
         )
-    return normalisation_for(normalisation, data, channels, {})
+    return normalisation_for(normalisation, data, channels, {}, model)
 
 
 def fit(
@@ -164,7 +166,7 @@ def fit(
     weight_decay: float = 0.0,
     schedule: str = "poly",
     batch_size: int = 8,
-    normalisation: str | Mapping[str, Sequence[float]] = "dataset",
+    normalisation: str | Mapping[str, Sequence[float]] = "auto",
     device: str = "auto",
     seed: int = 0,
     deterministic: bool = False,
@@ -175,6 +177,8 @@ def fit(
     num_workers: int = 0,
     grad_clip: float = 0.0,
     amp: bool = True,
+    freeze_encoder: float = 0.0,
+    encoder_lr_scale: float = 1.0,
     out_dir: str | Path = "runs",
     run_dir: str | Path | None = None,
     callbacks: Progress | Callable | Sequence[Progress | Callable] | None = None,
@@ -196,12 +200,16 @@ def fit(
             ``"ce_dice"``, or a callable ``loss(logits, target)`` or ``(logits, target,
             weight)`` returning a scalar.
         class_weights: Per-class weights (K,) for a named loss.
+        freeze_encoder: Share of the run (of ``minutes``, else of the iterations) during
+            which ``model.encoder`` is not updated (and keeps its batch-norm statistics).
+        encoder_lr_scale: ``model.encoder``'s learning rate is ``lr`` times this.
         optimizer: ``"adam"``, ``"sgd"`` (momentum 0.9), or a callable building an optimizer
             from the model's parameters (then ``lr`` and ``weight_decay`` are its own).
         lr, weight_decay, schedule: The learning rate, L2 weight decay and its schedule
             (``"poly"``, ``"cosine"``, ``"none"``).
         batch_size: Images per optimizer step (training images must share one size).
-        normalisation: ``"dataset"`` (per-channel mean and std of the training images),
+        normalisation: ``"auto"`` (a pretrained encoder's own normalisation, else as
+            ``"dataset"``), ``"dataset"`` (per-channel mean and std of the training images),
             ``"none"``, or ``{"mean": [...], "std": [...]}``; recorded in the checkpoints and
             applied by the model :func:`pixelwise.load_model` returns.
         device, seed, deterministic, val_every, metric, snapshot_minutes, overlays,
@@ -226,6 +234,7 @@ def fit(
             name=optimizer if isinstance(optimizer, str) else "adam",
             lr=lr,
             weight_decay=weight_decay,
+            encoder_lr_scale=encoder_lr_scale,
         ),
         schedule=ScheduleConfig(name=schedule, over="time" if minutes else "iterations"),
         train=TrainConfig(
@@ -236,6 +245,7 @@ def fit(
             device=device,
             amp=amp,
             grad_clip=grad_clip,
+            freeze_encoder=freeze_encoder,
             num_workers=num_workers,
             metric=metric,
             out_dir=str(out_dir),
@@ -252,7 +262,9 @@ def fit(
         loss=criterion,
         class_names=_class_names(class_names, train_data, k),
         ignore_index=ignore_index,
-        normalisation=_normalisation(normalisation, train_data, int(sample["image"].shape[0])),
+        normalisation=_normalisation(
+            normalisation, train_data, int(sample["image"].shape[0]), model
+        ),
         class_weights=getattr(getattr(criterion, "loss", None), "weight", None),
         optimizer=None if isinstance(optimizer, str) else optimizer,
     )

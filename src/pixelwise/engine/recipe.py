@@ -117,9 +117,20 @@ def image_statistics(dataset: Dataset, max_samples: int = STATS_SAMPLES) -> dict
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
-def normalisation_for(method: str, dataset: Dataset, in_channels: int, fixed: Mapping) -> dict:
-    """The input normalisation: ``"dataset"`` statistics, ``"fixed"`` mean and std, or
-    ``"none"`` (mean 0, std 1)."""
+def normalisation_for(
+    method: str,
+    dataset: Dataset,
+    in_channels: int,
+    fixed: Mapping,
+    model: nn.Module | None = None,
+) -> dict:
+    """The input normalisation: ``"auto"`` (the ``input_normalisation`` of a model whose
+    encoder loaded pretrained weights, else as ``"dataset"``), ``"dataset"`` statistics,
+    ``"fixed"`` mean and std, or ``"none"`` (mean 0, std 1)."""
+    encoder = getattr(model, "input_normalisation", None)
+    if method == "auto" and encoder is not None:
+        logger.info("normalisation of the pretrained encoder: %s", encoder)
+        return {"mean": list(encoder["mean"]), "std": list(encoder["std"])}
     if method == "none":
         return {"mean": [0.0] * in_channels, "std": [1.0] * in_channels}
     if method == "fixed":
@@ -206,8 +217,19 @@ def build_parts(config: RunConfig, *, device: torch.device, rank: int = 0) -> Ru
     _check_weight_maps(config, first)
     in_channels = int(first["image"].shape[0])
     train = config.train
+    model = build_model_seeded(
+        config.model.name,
+        seed,
+        num_classes=int(train_set.num_classes),
+        in_channels=in_channels,
+        **config.model.options,
+    )
     normalisation = normalisation_for(
-        train.normalisation, train_set, in_channels, {"mean": train.mean, "std": train.std}
+        train.normalisation,
+        train_set,
+        in_channels,
+        {"mean": train.mean, "std": train.std},
+        model,
     )
     weights = _class_weights(config, train_set)
     ignore_index = int(train_set.ignore_index)
@@ -217,13 +239,6 @@ def build_parts(config: RunConfig, *, device: torch.device, rank: int = 0) -> Ru
         ignore_index=ignore_index,
         ce_weight=config.loss.ce_weight,
         dice_weight=config.loss.dice_weight,
-    )
-    model = build_model_seeded(
-        config.model.name,
-        seed,
-        num_classes=int(train_set.num_classes),
-        in_channels=in_channels,
-        **config.model.options,
     )
     return RunParts(
         model=model.to(device),
@@ -261,6 +276,37 @@ def build_task(parts: RunParts, train: TrainConfig, device: torch.device) -> Seg
     )
 
 
+def model_encoder(model: nn.Module, config: RunConfig) -> nn.Module | None:
+    """The model's ``encoder`` when ``optim.encoder_lr_scale`` or ``train.freeze_encoder``
+    act on it (None when neither is set); a model without one refuses them in one line."""
+    scale, freeze = config.optim.encoder_lr_scale, config.train.freeze_encoder
+    if scale == 1 and freeze == 0:
+        return None
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, nn.Module):
+        key = "optim.encoder_lr_scale" if scale != 1 else "train.freeze_encoder"
+        raise ValueError(
+            message(
+                key,
+                "act on a model with an encoder",
+                f"model '{config.model.name}' without one",
+                "set model.options.encoder (unet, fcn8s, deeplabv3) or drop the key",
+            )
+        )
+    return encoder
+
+
+def parameter_groups(model: nn.Module, lr: float, encoder_scale: float) -> list[dict]:
+    """The model's parameters as optimizer groups: the encoder's at ``lr · encoder_scale``,
+    the rest at ``lr`` (one group when the scale is 1)."""
+    encoder = getattr(model, "encoder", None)
+    if encoder_scale == 1 or not isinstance(encoder, nn.Module):
+        return [{"params": list(model.parameters())}]
+    own = {id(p) for p in encoder.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in own]
+    return [{"params": rest}, {"params": list(encoder.parameters()), "lr": lr * encoder_scale}]
+
+
 def build_optimization(
     model: nn.Module,
     config: RunConfig,
@@ -274,11 +320,12 @@ def build_optimization(
     """The optimizer (``factory`` or ``[optim]``), the ``[schedule]`` over ``steps`` optimizer
     steps or over the time budget (``fraction`` of it used), and the gradient scaler."""
     optim, schedule = config.optim, config.schedule
+    model_encoder(model, config)  # a model without an encoder refuses the encoder options
     if factory is not None:
         optimizer = factory(model.parameters())
     else:
         optimizer = build_optimizer(
-            model.parameters(),
+            parameter_groups(model, optim.lr, optim.encoder_lr_scale),
             optim.name,
             lr=optim.lr,
             momentum=optim.momentum,

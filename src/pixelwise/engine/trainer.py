@@ -51,6 +51,7 @@ from pixelwise.engine.recipe import (
     build_optimization,
     build_parts,
     build_task,
+    model_encoder,
     resolve_device,
 )
 from pixelwise.engine.report import write_report
@@ -117,11 +118,13 @@ class Trainer:
         self.train_sampler = self.train_loader.sampler
         self.val_loader = None if self.val_set is None else self.make_loader(self.val_set)
         self.clock = TrainingClock(train.time_limit_minutes, train.snapshot_minutes)
+        self.total_steps = train.epochs * len(self.train_loader)
+        self.encoder = model_encoder(self.model, config) if train.freeze_encoder > 0 else None
         self.optimizer, self.scheduler, self.scaler = build_optimization(
             self.model,
             self.config,
             factory=self.parts.optimizer,
-            steps=train.epochs * len(self.train_loader),
+            steps=self.total_steps,
             fraction=lambda: self.clock.fraction(),  # the clock may be replaced (tests)
             has_budget=self.clock.limit > 0,
             amp=self.task.amp,
@@ -331,10 +334,30 @@ class Trainer:
         self.state.position = position
         return position
 
+    def encoder_frozen(self) -> bool:
+        """Whether ``train.freeze_encoder`` holds the encoder now: within that share of the
+        time budget (or, without one, of the run's iterations)."""
+        share = self.config.train.freeze_encoder
+        if self.encoder is None or share <= 0:
+            return False
+        if self.clock.limit > 0:
+            used = self.clock.fraction()
+        else:
+            used = self.scheduler.last_epoch / max(1, self.total_steps)
+        return used < share
+
     def _step(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        frozen = self.encoder_frozen()
+        if self.encoder is not None:
+            # A frozen encoder keeps its batch-norm statistics too (eval mode) and gets no
+            # update (its gradients are dropped before the optimizer step).
+            self.encoder.train(not frozen and self.model.training)
         loss = self.task(batch)["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if frozen:
+            for parameter in self.encoder.parameters():
+                parameter.grad = None
         if self.config.train.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)

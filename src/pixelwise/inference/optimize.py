@@ -30,7 +30,9 @@ convolution + ReLU with pre-packed weights (a private torch operator) about 1.05
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -50,6 +52,33 @@ ATTRIBUTE_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
     BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
     Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
 }
+
+
+def _timm_rules() -> tuple[dict, tuple[type, ...], tuple[type, ...]]:
+    """What folds in timm's EfficientNet modules (the ``efficientnet_lite0`` encoder): the
+    attribute pairs of its blocks and stem, its "same"-padding convolution (``F.conv2d`` of
+    its own weight and bias after padding) and its batch norm with a following activation
+    (folded, the activation stays). Empty when timm is not loaded (no model holds its
+    modules then) or has moved them: nothing of timm is folded, which is slower, not wrong."""
+    if "timm" not in sys.modules:
+        return {}, (), ()
+    return _timm_rules_loaded()
+
+
+@functools.cache
+def _timm_rules_loaded() -> tuple[dict, tuple[type, ...], tuple[type, ...]]:
+    try:
+        from timm.layers import BatchNormAct2d, Conv2dSame
+        from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
+        from timm.models.efficientnet import EfficientNetFeatures
+    except ImportError:
+        return {}, (), ()
+    pairs = {
+        InvertedResidual: (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")),
+        DepthwiseSeparableConv: (("conv_dw", "bn1"), ("conv_pw", "bn2")),
+        EfficientNetFeatures: (("conv_stem", "bn1"),),
+    }
+    return pairs, (Conv2dSame,), (BatchNormAct2d,)
 
 
 def optimize_for_inference(
@@ -127,7 +156,9 @@ def fold_batch_norms(model: nn.Module) -> int:
         fused.weight.requires_grad_(conv.weight.requires_grad)
         fused.bias.requires_grad_(conv.weight.requires_grad)
         setattr(parent, conv_name, fused)
-        setattr(parent, bn_name, nn.Identity())
+        # A batch norm with its activation inside (timm's) leaves the activation behind.
+        after = nn.Identity() if type(bn) is nn.BatchNorm2d else nn.Sequential(bn.drop, bn.act)
+        setattr(parent, bn_name, after)
         folded += 1
     return folded
 
@@ -139,8 +170,10 @@ def _foldable_pairs(model: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
             names = list(parent._modules)
             pairs = itertools.pairwise(names)
         else:
-            pairs = getattr(type(parent), "fold_pairs", None) or ATTRIBUTE_PAIRS.get(
-                type(parent), ()
+            pairs = (
+                getattr(type(parent), "fold_pairs", None)
+                or ATTRIBUTE_PAIRS.get(type(parent))
+                or _timm_rules()[0].get(type(parent), ())
             )
         for conv_name, bn_name in pairs:
             if _is_foldable(getattr(parent, conv_name), getattr(parent, bn_name)):
@@ -148,9 +181,10 @@ def _foldable_pairs(model: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
 
 
 def _is_foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
+    _, convs, norms = _timm_rules()
     return (
-        type(conv) is nn.Conv2d
-        and type(bn) is nn.BatchNorm2d
+        (type(conv) is nn.Conv2d or type(conv) in convs)
+        and (type(bn) is nn.BatchNorm2d or type(bn) in norms)
         and not (conv.training or bn.training)
         and bn.running_mean is not None
         and bn.running_var is not None

@@ -26,30 +26,13 @@ from torch import nn
 
 from pixelwise._checks import check_choice, check_images, check_positive_int, message
 from pixelwise.models.backbones import load_local_weights
+from pixelwise.models.encoders import EncodedNetwork, Encoder, build_encoder, dilate_stage
 from pixelwise.models.registry import register_model
 from pixelwise.nn.blocks import ConvBNReLU
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 OUTPUT_STRIDES = (8, 16)
 ASPP_RATES_AT_16 = (6, 12, 18)  # doubled at output stride 8 (paper §3.3)
-
-
-def _dilate_stage(stage: nn.Sequential, previous: int, dilation: int) -> None:
-    """Turn a ResNet stage's stride 2 into dilation, in place.
-
-    The 3×3 convolution that used to stride still reads the previous, undilated grid, so it
-    keeps the ``previous`` rate; every 3×3 convolution after it reads the denser grid and gets
-    ``dilation``. For Bottleneck this is torchvision's ``replace_stride_with_dilation``; it is
-    done by hand because torchvision's BasicBlock (resnet18/34) refuses dilation.
-    """
-    for conv in stage.modules():
-        if isinstance(conv, nn.Conv2d):
-            strided = conv.stride != (1, 1)
-            conv.stride = (1, 1)
-            if conv.kernel_size == (3, 3):
-                rate = previous if strided else dilation
-                conv.dilation = (rate, rate)
-                conv.padding = (rate, rate)
 
 
 def stage_dilations(output_stride: int) -> dict[str, tuple[int, int]]:
@@ -116,7 +99,7 @@ class ResNetEncoder(nn.Module):
         if weights is not None:
             load_local_weights(resnet, weights, what="backbone_weights")
         for stage, (previous, rate) in stage_dilations(output_stride).items():
-            _dilate_stage(getattr(resnet, stage), previous, rate)
+            dilate_stage(getattr(resnet, stage), previous, rate)
         self.conv1 = _adapt_stem(resnet.conv1, in_channels, pretrained=weights is not None)
         self.bn1, self.relu, self.maxpool = resnet.bn1, resnet.relu, resnet.maxpool
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2
@@ -266,6 +249,33 @@ class DeepLabV3(nn.Module):
         return upsample_to_input(logits, x.shape[-2:], self.output_stride)  # (N, K, H, W)
 
 
+class EncoderDeepLabV3(EncodedNetwork):
+    """DeepLabv3's head over an :class:`~pixelwise.models.encoders.Encoder` at output
+    stride 16 (its last stage dilated): ASPP with image pooling, a 1×1 classifier, and
+    bilinear upsampling to the (padded) input, cropped back.
+
+    Shape:
+        (N, C, H, W) -> (N, K, H, W), any H, W (padded inside to a multiple of 32).
+    """
+
+    def __init__(
+        self, num_classes: int, in_channels: int, encoder: Encoder, *, aspp_channels: int = 256
+    ) -> None:
+        super().__init__(num_classes, in_channels, encoder)
+        check_positive_int("aspp_channels", aspp_channels)
+        self.output_stride = 16
+        self.aspp = ASPP(encoder.channels[-1], aspp_channels, ASPP_RATES_AT_16)
+        self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
+        self.stage_names = (*self.encoder_stage_names(), "aspp", "classifier")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features, pads, size = self.encode(images)
+        logits = self.classifier(self.aspp(features[-1]))  # (N, K, H'/16, W'/16)
+        # Padded sizes are multiples of 32: plain bilinear ×16 (align_corners=False).
+        up = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return self.crop(up, pads)  # (N, K, H, W)
+
+
 def _deeplab_builder(
     name: str, backbone: str, aspp_channels: int, doc: str
 ) -> Callable[..., nn.Module]:
@@ -284,7 +294,35 @@ def _deeplab_builder(
         output_stride: int = 16,
         aspp_channels: int = default_aspp,
         backbone_weights: str | None = None,
+        encoder: str | None = None,
+        encoder_weights: str | None = None,
+        allow_download: bool = False,
     ) -> nn.Module:
+        if encoder is not None:
+            if backbone_weights is not None or output_stride != 16:
+                raise ValueError(
+                    message(
+                        f"{name} with an encoder",
+                        "take its weights from encoder_weights, at output stride 16",
+                        f"backbone_weights {backbone_weights!r}, output_stride {output_stride!r}",
+                    )
+                )
+            body = build_encoder(
+                encoder,
+                in_channels=in_channels,
+                weights=encoder_weights,
+                output_stride=16,
+                allow_download=allow_download,
+            )
+            return EncoderDeepLabV3(num_classes, in_channels, body, aspp_channels=aspp_channels)
+        if encoder_weights is not None:
+            raise ValueError(
+                message(
+                    "encoder_weights",
+                    "come with an encoder (backbone_weights for the ResNet backbone)",
+                    repr(encoder_weights),
+                )
+            )
         return DeepLabV3(
             num_classes,
             in_channels,

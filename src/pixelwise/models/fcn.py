@@ -34,8 +34,9 @@ from pixelwise.models.backbones import (
     scale_channels,
     take_tensor,
 )
+from pixelwise.models.encoders import EncodedNetwork, Encoder, build_encoder
 from pixelwise.models.registry import register_model
-from pixelwise.nn.blocks import crop_padding, pad_to_multiple
+from pixelwise.nn.blocks import ConvBNReLU, crop_padding, pad_to_multiple
 from pixelwise.nn.upsample import init_bilinear_
 
 logger = logging.getLogger(__name__)
@@ -279,6 +280,61 @@ class FCN8s(FCN):
         return crop_padding(upscore8, pads)  # (N, K, H, W)
 
 
+class EncoderFCN(EncodedNetwork):
+    """FCN's upsampling path over an :class:`~pixelwise.models.encoders.Encoder`: class
+    scores from the stride-32 features (a 3×3 convolution with batch norm and ReLU, dropout,
+    a 1×1 score layer, in place of VGG's fc6/fc7), fused ×2 with zero-initialised scores of
+    the stride-16 features (16s, 8s) and again of the stride-8 features (8s), then a fixed
+    bilinear ×``output_stride`` to the input.
+
+    Args:
+        num_classes: K.
+        in_channels: C.
+        encoder: The encoder (output stride 32).
+        output_stride: 32, 16 or 8 (FCN-32s, -16s, -8s).
+        head_channels: Channels of the 3×3 convolution before the scores.
+        learn_final_upsample: Train the last upsampling (bilinear and fixed by default).
+
+    Shape:
+        (N, C, H, W) -> (N, K, H, W), any H, W (padded inside to a multiple of 32).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        encoder: Encoder,
+        *,
+        output_stride: int = 8,
+        head_channels: int = 256,
+        learn_final_upsample: bool = False,
+    ) -> None:
+        super().__init__(num_classes, in_channels, encoder)
+        self.output_stride = output_stride
+        self.fc = nn.Sequential(ConvBNReLU(encoder.channels[-1], head_channels, 3), nn.Dropout(0.1))
+        self.score_fr = nn.Conv2d(head_channels, num_classes, 1)
+        nn.init.normal_(self.score_fr.weight, std=0.01)
+        nn.init.zeros_(self.score_fr.bias)
+        k, fused = num_classes, {32: 0, 16: 1, 8: 2}[output_stride]
+        # Skips from stride 16, then 8: each a ×2 step and a zero-initialised score layer.
+        self.upscore = nn.ModuleList(BilinearUpsample(k, 2) for _ in range(fused))
+        self.score_skip = nn.ModuleList(
+            _zero_conv1x1(encoder.channels[3 - i], k) for i in range(fused)
+        )
+        self.final = BilinearUpsample(
+            k, output_stride, learnable=learn_final_upsample, depthwise=True
+        )
+        skips = [n for i in range(fused) for n in (f"upscore.{i}", f"score_skip.{i}")]
+        self.stage_names = (*self.encoder_stage_names(), "fc", "score_fr", *skips, "final")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features, pads, _ = self.encode(images)
+        score = self.score_fr(self.fc(features[-1]))  # (N, K, H'/32, W'/32)
+        for i, (up, skip) in enumerate(zip(self.upscore, self.score_skip, strict=True)):
+            score = up(score) + skip(features[3 - i])  # (N, K, H'/16 then H'/8, …)
+        return self.crop(self.final(score), pads)  # (N, K, H, W)
+
+
 def _linear_as_conv(
     conv: nn.Conv2d, state: dict[str, torch.Tensor], prefix: str, source: str
 ) -> dict[str, torch.Tensor]:
@@ -313,7 +369,25 @@ def _fcn_builder(cls: type[FCN], name: str) -> Callable[..., FCN]:
         width: float = 1.0,
         encoder_weights: str | None = None,
         learn_final_upsample: bool = False,
-    ) -> FCN:
+        encoder: str | None = None,
+        allow_download: bool = False,
+    ) -> nn.Module:
+        if encoder is not None:
+            if width != 1.0:
+                raise ValueError(message(f"{name} with an encoder", "keep width 1.0", repr(width)))
+            body = build_encoder(
+                encoder,
+                in_channels=in_channels,
+                weights=encoder_weights,
+                allow_download=allow_download,
+            )
+            return EncoderFCN(
+                num_classes,
+                in_channels,
+                body,
+                output_stride=cls.output_stride,
+                learn_final_upsample=learn_final_upsample,
+            )
         if encoder_weights is not None:  # fail before building 134M parameters
             check_torchvision_layout(check_width(width), in_channels, architecture="vgg16")
         model = cls(
@@ -329,7 +403,9 @@ def _fcn_builder(cls: type[FCN], name: str) -> Callable[..., FCN]:
     build.__name__ = build.__qualname__ = f"build_{cls.__name__.lower()}"
     build.__doc__ = (
         f"{name} (see :class:`{cls.__name__}`); ``encoder_weights`` is a local torchvision "
-        "vgg16 file."
+        "vgg16 file. With ``encoder`` (see :mod:`pixelwise.models.encoders`), "
+        f"{name}'s upsampling over that encoder (:class:`EncoderFCN`), ``encoder_weights`` "
+        "None, 'imagenet' or a local file of that encoder."
     )
     return build
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from pixelwise._checks import check_choice, check_images, check_positive_int, message
+from pixelwise.models.encoders import EncodedNetwork, Encoder, build_encoder
 from pixelwise.models.registry import register_model
 from pixelwise.nn.blocks import DoubleConv, crop_padding, pad_to_multiple
 
@@ -299,6 +300,62 @@ class UNet(nn.Module):
         return u  # u1: (N, 64, H', W')
 
 
+class EncoderUNet(EncodedNetwork):
+    """A U-Net decoder over an :class:`~pixelwise.models.encoders.Encoder`'s five feature
+    maps (strides 2 … 32): at each stride from 16 to 2 a ×2 up-step, the encoder's features
+    of that stride joined, and a double 3×3 convolution; then a last ×2 up-step and double
+    convolution at the input resolution, and a 1×1 head.
+
+    Args:
+        num_classes: K.
+        in_channels: C.
+        encoder: The encoder (output stride 32).
+        base_width: Decoder channels at the input resolution; ``base_width · 2**i`` at stride
+            ``2**i`` (16 gives 16, 32, 64, 128, 256: segmentation_models_pytorch's U-Net decoder).
+        upsampling: ``"transposed"`` (2×2 up-convolution) or ``"bilinear"`` (+ 1×1 conv).
+        batch_norm: Batch norm after each decoder convolution.
+
+    Shape:
+        (N, C, H, W) -> (N, K, H, W), any H, W (padded inside to a multiple of 32).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        encoder: Encoder,
+        *,
+        base_width: int = 16,
+        upsampling: str = "transposed",
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__(num_classes, in_channels, encoder)
+        check_choice("upsampling", upsampling, UPSAMPLINGS)
+        widths = [check_positive_int("base_width", base_width) * 2**i for i in range(5)]
+        skips = (0, *encoder.channels[:-1])  # joined at strides 1, 2, 4, 8, 16
+        ins = (*widths[1:], encoder.channels[-1])  # what each up-step receives
+        conv = {"padding": "same", "batch_norm": batch_norm}
+        self.up = nn.ModuleList(_up(ins[i], widths[i], upsampling) for i in range(5))
+        self.dec = nn.ModuleList(
+            DoubleConv(widths[i] + skips[i], widths[i], **conv) for i in range(5)
+        )
+        self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
+        for module in (self.up, self.dec, self.head):
+            _init_paper_(module)
+        ups = [name for i in reversed(range(5)) for name in (f"up.{i}", f"dec.{i}")]
+        self.stage_names = (*self.encoder_stage_names(), *ups, "head")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features, pads, _ = self.encode(images)
+        u = features[-1]  # (N, C5, H/32, W/32)
+        for i in reversed(range(5)):  # strides 16, 8, 4, 2, 1
+            u = self.up[i](u)  # (N, widths[i], H/2**i, W/2**i)
+            if i > 0:
+                u = torch.cat((features[i - 1], u), dim=1)
+            u = self.dec[i](u)
+        return self.crop(self.head(u), pads)  # (N, K, H, W)
+
+
 @register_model(
     "unet",
     summary="U-Net: contracting/expanding paths with skip concatenation (same or valid padding)",
@@ -309,17 +366,52 @@ def build_unet(
     num_classes: int,
     in_channels: int = 3,
     depth: int = 4,
-    base_width: int = 64,
+    base_width: int | None = None,
     padding: str = "same",
     upsampling: str = "transposed",
     batch_norm: bool = True,
+    encoder: str | None = None,
+    encoder_weights: str | None = None,
+    allow_download: bool = False,
 ) -> nn.Module:
-    """Build :class:`UNet`; ``padding="valid", batch_norm=False`` is the paper's network."""
+    """Build :class:`UNet` (base width 64 by default); ``padding="valid", batch_norm=False``
+    is the paper's network. With ``encoder`` (see :mod:`pixelwise.models.encoders`),
+    :class:`EncoderUNet` over that encoder (base width 16 by default; depth is the
+    encoder's, padding same); ``encoder_weights`` None, ``"imagenet"`` or a local file;
+    ``allow_download`` lets torchvision fetch its ImageNet file when it is not cached."""
+    if encoder is not None:
+        if depth != 4 or padding != "same":
+            raise ValueError(
+                message(
+                    "unet with an encoder",
+                    "keep depth 4 and padding 'same' (the encoder sets the levels)",
+                    f"depth {depth!r}, padding {padding!r}",
+                    "set depth = 4 and padding = 'same', or leave them out",
+                )
+            )
+        body = build_encoder(
+            encoder,
+            in_channels=in_channels,
+            weights=encoder_weights,
+            allow_download=allow_download,
+        )
+        return EncoderUNet(
+            num_classes,
+            in_channels,
+            body,
+            base_width=16 if base_width is None else base_width,
+            upsampling=upsampling,
+            batch_norm=batch_norm,
+        )
+    if encoder_weights is not None:
+        raise ValueError(
+            message("encoder_weights", "come with an encoder", repr(encoder_weights), "set encoder")
+        )
     return UNet(
         num_classes,
         in_channels,
         depth=depth,
-        base_width=base_width,
+        base_width=64 if base_width is None else base_width,
         padding=padding,
         upsampling=upsampling,
         batch_norm=batch_norm,

@@ -294,7 +294,7 @@ def choose(
         "time_limit_minutes": float(minutes),
         "batch_size": chosen.batch,
         "val_every": _validation(fp, speed, chosen, seconds, scale),
-        "normalisation": "dataset",
+        "normalisation": "auto",
         "metric": "mean_iou",
         "amp": device == "cuda",
         "seed": 0,
