@@ -95,6 +95,23 @@ def test_prediction_runs_an_optimised_copy_and_leaves_the_model_alone():
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
+def test_an_encoder_variant_predicts_in_tiles():
+    pytest.importorskip("timm", reason="the efficientnet_lite0 encoder needs timm")
+    torch.manual_seed(0)
+    model = create_model(
+        "unet", num_classes=3, in_channels=2, encoder="efficientnet_lite0", base_width=4
+    ).eval()
+    x = image(height=160, width=96)
+    expected = whole(model, x)
+    # Within one tile: the whole image, bit for bit; folded batch norms: to float rounding.
+    assert torch.equal(predict(model, x, tile=192, optimize=False), expected)
+    folded = predict(model, x, tile=192)
+    torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-4 * expected.abs().max())
+    # In overlapping tiles (96 = 3 · the size divisor 32): every pixel predicted.
+    got = predict(model, x, tile=96, overlap=0.5)
+    assert got.shape == expected.shape == (3, 160, 96) and torch.isfinite(got).all()
+
+
 def test_an_image_within_one_tile_is_predicted_whole():
     torch.manual_seed(0)
     model = create_model("unet", num_classes=3, in_channels=2, depth=2, base_width=4).eval()

@@ -250,3 +250,34 @@ def test_the_plan_toml_reads_back_to_its_tables_and_comments_each_choice(tmp_pat
     outside = dataclasses.replace(found, root="/else/where")  # not under the file's folder
     text = plan_toml(choose(outside, speeds(0.5, 1.0, 4.0), 15), outside, 15, folder=tmp_path)
     assert tomllib.loads(text)["data"]["root"] == "/else/where"
+
+
+def test_a_pretrained_encoder_is_measured_and_preferred_when_it_trains_enough():
+    with_encoder = candidates(fp(), pretrained=True)
+    assert [c.label for c in with_encoder] == [
+        "unet w8",
+        "unet w16",
+        "unet w32",
+        "unet+efficientnet_lite0",
+    ]
+    assert with_encoder[-1].options == {
+        "encoder": "efficientnet_lite0",
+        "encoder_weights": "imagenet",
+    }
+    # Only grey or RGB images: the ImageNet filters are for those.
+    four = fp(channels=4, mean=(0.5,) * 4, std=(0.2,) * 4)
+    assert "unet+efficientnet_lite0" not in [c.label for c in candidates(four, pretrained=True)]
+    figures = {**speeds(0.5, 1.0, 4.0), "unet+efficientnet_lite0": Speed(1.5, 3e5)}
+    plan = choose(fp(), figures, 15, pretrained=True)
+    assert plan.tables["model"] == {
+        "name": "unet",
+        "options": {"encoder": "efficientnet_lite0", "encoder_weights": "imagenet"},
+    }
+    assert plan.tables["train"]["normalisation"] == "auto"  # the encoder's own
+    assert plan.reasons["model.name"].startswith("unet+efficientnet_lite0 with ImageNet weights")
+    # Too slow for the budget (207 iterations): the width rule as before.
+    figures["unet+efficientnet_lite0"] = Speed(4.0, 3e5)
+    plan = choose(fp(), figures, 15, pretrained=True)
+    assert plan.tables["model"]["options"]["base_width"] == 16
+    # Not installed: not a candidate.
+    assert choose(fp(), figures, 15).rows[-1][0] == "unet w32"

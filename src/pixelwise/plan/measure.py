@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pixelwise.models import create_model
+from pixelwise.models.encoders import pretrained_available
 from pixelwise.plan.fingerprint import Fingerprint
 from pixelwise.plan.planner import (
     Candidate,
@@ -158,7 +159,8 @@ def plan_on_device(
     if fp.proposal.encoding is None:
         raise ValueError(f"the mask encoding of {fp.root} cannot be told: {fp.proposal.reason}")
     scale = input_scale_for(fp, minutes)
-    options = candidates(fp, device.type, model=model, scale=scale)
+    pretrained = pretrained_available()
+    options = candidates(fp, device.type, model=model, scale=scale, pretrained=pretrained)
     speeds = measure_all(
         options,
         channels=fp.channels,

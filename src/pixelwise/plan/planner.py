@@ -43,6 +43,9 @@ CROP = 256
 # width is measured at each of these, and the one with the most pixels per second is trained.
 CPU_BATCH, CPU_SMALL_BATCH = 4, 8
 CUDA_BATCHES = (8, 16, 32)
+# With pixelwise[pretrained] installed and grey or RGB images, a U-Net over this ImageNet
+# encoder is measured too, and preferred when it trains enough iterations.
+PRETRAINED = {"encoder": "efficientnet_lite0", "encoder_weights": "imagenet"}
 # Under this budget (minutes), images whose median shorter side exceeds SCALE_SIDE train at
 # the largest of SCALES that brings it within SCALE_SIDE.
 SCALE_BUDGET_MINUTES = 60.0
@@ -67,8 +70,14 @@ class Candidate:
     @property
     def label(self) -> str:
         width = self.options.get("base_width")
+        encoder = self.options.get("encoder")
         batch = f" b{self.batch}" if self.batch_in_label else ""
-        return f"{self.model}" + (f" w{width}" if width else "") + batch
+        return (
+            self.model
+            + (f"+{encoder}" if encoder else "")
+            + (f" w{width}" if width and not encoder else "")
+            + batch
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,13 +138,19 @@ def crop_for(fp: Fingerprint, divisor: int = 16, scale: float = 1.0) -> int | No
 
 
 def candidates(
-    fp: Fingerprint, device: str = "cpu", model: str = "unet", *, scale: float = 1.0
+    fp: Fingerprint,
+    device: str = "cpu",
+    model: str = "unet",
+    *,
+    scale: float = 1.0,
+    pretrained: bool = False,
 ) -> list[Candidate]:
     """The configurations worth measuring for ``fp`` on ``device`` with the images at
     ``scale`` (:func:`input_scale_for`): ``model`` at each width of :data:`WIDTHS` (other
-    models at their defaults), depth 4 (3 for crops under 128); on the CPU at one batch size
-    (:data:`CPU_BATCH`, :data:`CPU_SMALL_BATCH` under 128 pixels), on CUDA at each of
-    :data:`CUDA_BATCHES`."""
+    models at their defaults), depth 4 (3 for crops under 128), and, when ``pretrained``
+    encoders are installed and the images are grey or RGB, a U-Net over :data:`PRETRAINED`
+    last; on the CPU at one batch size (:data:`CPU_BATCH`, :data:`CPU_SMALL_BATCH` under 128
+    pixels), on CUDA at each of :data:`CUDA_BATCHES`."""
     crop = crop_for(fp, scale=scale)
     side = crop or min(scaled_size(fp.median_size, scale))
     cuda = device == "cuda"
@@ -144,6 +159,8 @@ def candidates(
         depth = 4 if side >= 128 else 3
         common = {"depth": depth, "padding": "same", "batch_norm": True}
         networks = [{**common, "base_width": w} for w in WIDTHS]
+        if pretrained and fp.channels in (1, 3):
+            networks.append(dict(PRETRAINED))
     else:
         networks = [{}]
     return [
@@ -272,6 +289,7 @@ def choose(
     *,
     device: str = "cpu",
     options: Sequence[Candidate] | None = None,
+    pretrained: bool = False,
 ) -> Plan:
     """The run config for ``fp`` in ``minutes`` on ``device``, from the measured ``speeds``
     (by candidate label); a pure function (tested with fixed figures)."""
@@ -279,7 +297,9 @@ def choose(
         raise ValueError(f"no mask encoding for {fp.root}: {fp.proposal.reason}")
     seconds = minutes * 60.0
     scale = input_scale_for(fp, minutes)
-    options = list(options) if options is not None else candidates(fp, device, scale=scale)
+    if options is None:
+        options = candidates(fp, device, scale=scale, pretrained=pretrained)
+    options = list(options)
     chosen = pick(options, speeds, seconds)
     speed = speeds[chosen.label]
     iterations = _iterations(speed, seconds)
@@ -374,6 +394,12 @@ def _scale_reason(fp: Fingerprint, scale: float, minutes: float) -> str:
 
 
 def _model_reason(chosen: Candidate, iterations: int, minutes: float) -> str:
+    if "encoder" in chosen.options:
+        return (
+            f"{chosen.label} with ImageNet weights (pixelwise[pretrained]): a pretrained "
+            f"encoder is the largest gain on small data, and it trains ≈{iterations:,} "
+            f"iterations in {minutes:g} min here"
+        )
     if iterations >= MIN_ITERATIONS:
         return (
             f"{chosen.label}: the widest measured that trains {MIN_ITERATIONS}+ iterations in "
