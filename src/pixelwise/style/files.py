@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelwise._checks import message
+from pixelwise._checks import check_choice, message
 from pixelwise.data._io import check_exists
 from pixelwise.engine.checkpoint import load_model
 from pixelwise.style.features import (
@@ -24,6 +24,7 @@ from pixelwise.style.features import (
     VGG19_LAYERS,
     VGG19_STYLE_LAYERS,
     FeatureNetwork,
+    LiteFeatures,
     ModelFeatures,
     VGG19Features,
     check_layer_names,
@@ -39,6 +40,18 @@ from pixelwise.style.images import (
 from pixelwise.style.transfer import StyleProgress, StyleResult, stylize
 
 TRACE_FRAMES = 8  # images in the trace strip, from the start to the result
+# The feature networks ``pixelwise stylize --network`` names; vgg19 needs --weights or
+# --download, the other two no file.
+NETWORKS = ("vgg19", "vgg19-random", "efficientnet-lite0")
+
+
+def default_network() -> str:
+    """EfficientNet-Lite0 where pixelwise[pretrained] is installed, else seeded random
+    VGG19: of the networks that need no download, Lite0 stylised best in docs/style_grid.png
+    (the style's texture and colours on recognisable content, in an eighth of the time)."""
+    from pixelwise.models.encoders import pretrained_available
+
+    return "efficientnet-lite0" if pretrained_available() else "vgg19-random"
 
 
 @dataclass(frozen=True)
@@ -89,29 +102,57 @@ def parse_layers(text: str | None) -> tuple[str, ...] | None:
 
 def feature_network(
     *,
+    network: str | None = None,
     weights: str | Path | None = None,
     download: bool = False,
     features: str | Path | None = None,
     content_layer: str | None = None,
     style_layers: Sequence[str] | None = None,
     pooling: str = "max",
+    transform: str | None = None,
 ) -> FeatureNetwork:
-    """VGG19 (weights from a file, ``"random"``, or a download) or a checkpoint's model.
+    """The feature network the flags name: ``network`` (one of :data:`NETWORKS`; default
+    :func:`default_network`, or ``"vgg19"`` when ``weights`` or ``download`` is given), or a
+    checkpoint's model (``features``). ``transform``: ``"none"`` (the default) or
+    ``"softmax"`` (SWAG).
 
     VGG19 is cut after the deepest of the layers that will be used.
     """
+    if network is not None:
+        check_choice("--network", network, NETWORKS)
     if features is not None:
-        if weights is not None or download or pooling != "max":
+        if weights is not None or download or pooling != "max" or network is not None:
             raise ValueError(
                 message(
                     "--features",
-                    "be used alone (it replaces VGG19)",
-                    "with --weights, --download or --pooling",
+                    "be used alone (it replaces the feature network)",
+                    "with --network, --weights, --download or --pooling",
                     "drop those flags, or drop --features",
                 )
             )
         segmenter = load_model(features)
-        return ModelFeatures(segmenter, in_channels=segmenter.checkpoint.in_channels)
+        return ModelFeatures(
+            segmenter, in_channels=segmenter.checkpoint.in_channels, transform=transform or "none"
+        )
+    named = network or ("vgg19" if weights is not None or download else default_network())
+    if named != "vgg19" and (weights is not None or download):
+        raise ValueError(
+            message(
+                "--weights and --download",
+                "go with --network vgg19",
+                f"--network {named}",
+                "drop them, or choose vgg19",
+            )
+        )
+    if named == "efficientnet-lite0":
+        if pooling != "max":
+            raise ValueError(message("--pooling", "go with a VGG19 network", f"--network {named}"))
+        lite = LiteFeatures(transform=transform or "none")
+        check_layer_names([content_layer or lite.content_layer], lite.layer_names, "content layer")
+        check_layer_names(style_layers or lite.style_layers, lite.layer_names, "style layer")
+        return lite
+    if named == "vgg19-random":
+        weights = "random"
     content = check_layer_names(
         [content_layer or VGG19_CONTENT_LAYER], VGG19_LAYERS, "content layer"
     )
@@ -120,7 +161,13 @@ def feature_network(
         VGG19_LAYERS,
         "style layer",
     )
-    return VGG19Features((*content, *style), weights=weights, download=download, pooling=pooling)
+    return VGG19Features(
+        (*content, *style),
+        weights=weights,
+        download=download,
+        pooling=pooling,
+        transform=transform or "none",
+    )
 
 
 def read_pair(
