@@ -209,3 +209,16 @@ def test_a_plain_unet_keeps_its_defaults():
     encoded = create_model("unet", num_classes=2, encoder="resnet18")
     assert [block[0][0].out_channels for block in encoded.dec] == [16, 32, 64, 128, 256]
     assert encoded.input_normalisation is None  # random initialisation: the data's own
+
+
+def test_shapes_traces_an_encoder_variant_with_its_receptive_fields():
+    from pixelwise.nn.trace import trace_stages
+
+    model = create_model("unet", num_classes=2, encoder="efficientnet_lite0")
+    stages = {s.name: s for s in trace_stages(model, (1, 3, 64, 96))}
+    assert stages["encoder.body.blocks.0"].shape == (1, 16, 32, 48)
+    # Stem 3×3 stride 2, then a 3×3 depthwise at stride 2: 3 + 2·2 = 7 pixels.
+    assert stages["encoder.body.blocks.0"].receptive_field == 7
+    # Then a 3×3 stride-2 depthwise (+ 2·2) and a 3×3 depthwise at stride 4 (+ 2·4): 19.
+    assert stages["encoder.body.blocks.1"].receptive_field == 19
+    assert stages["head"].shape == (1, 2, 64, 96)

@@ -143,16 +143,23 @@ def _summed_conv_forward(
 _SUMMED = (nn.Conv2d, nn.ConvTranspose2d)
 
 
+def _summable(module: nn.Module) -> bool:
+    """Exactly a 2-D (transposed) convolution: a subclass may compute something else before
+    its convolution (timm's "same"-padding convolution pads by the input's size), so it keeps
+    its own forward, with constant weights."""
+    return type(module) in _SUMMED
+
+
 @torch.no_grad()
 def _make_positive_(module: nn.Module) -> None:
     """Constant positive weights normalised by fan-in (so values neither explode nor vanish
     with depth) and zero biases, for the layers :func:`_summed_conv_forward` does not cover."""
-    if isinstance(module, nn.modules.conv._ConvNd) and not isinstance(module, _SUMMED):
+    if isinstance(module, nn.modules.conv._ConvNd) and not _summable(module):
         module.weight.fill_(1.0 / _fan_in(module, module.in_channels))
     elif isinstance(module, nn.Linear):
         module.weight.fill_(1.0 / module.in_features)
     bias = getattr(module, "bias", None)
-    if isinstance(bias, torch.Tensor) and not isinstance(module, _SUMMED):
+    if isinstance(bias, torch.Tensor) and not _summable(module):
         bias.zero_()
 
 
@@ -161,7 +168,7 @@ def _weightless_copy(model: nn.Module) -> nn.Module:
     their forward is replaced, and copying them would double a VGG's memory for nothing."""
     memo: dict[int, object] = {}
     for module in model.modules():
-        if isinstance(module, _SUMMED):
+        if _summable(module):
             for tensor in (module.weight, module.bias):
                 if isinstance(tensor, torch.Tensor):
                     stub = torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
@@ -180,7 +187,7 @@ def _linearised(model: nn.Module) -> nn.Module:
             parent, _, child = name.rpartition(".")
             setattr(twin.get_submodule(parent), child, new)
     for module in twin.modules():
-        if isinstance(module, _SUMMED):
+        if _summable(module):
             module.forward = types.MethodType(_summed_conv_forward, module)
         _make_positive_(module)
     twin.requires_grad_(False)
