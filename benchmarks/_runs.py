@@ -142,6 +142,22 @@ def parse_args(
     return args
 
 
+def parse_named_args(
+    script: str, names: Sequence[str], description: str, argv: Sequence[str] | None
+) -> tuple[str, argparse.Namespace] | None:
+    """``SCRIPT.py NAME [options]``: the data set's name (one of ``names``) and
+    :func:`parse_args` of the rest (results in ``benchmarks/results/SCRIPT_NAME/``); None
+    after printing the usage when the name is missing or unknown."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in names:
+        print(f"usage: {script}.py {{{','.join(names)}}} [options]", file=sys.stderr)
+        return None
+    name = argv.pop(0)
+    args = parse_args(f"{script}_{name}", name, description, argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return name, args
+
+
 def snapshot_minutes(minutes: float) -> tuple[float, ...]:
     """The snapshot marks of a budget: a quarter, a half and all of it (15, 30, 60 of 60)."""
     return tuple(float(f"{f * minutes:.6g}") for f in SNAPSHOT_FRACTIONS)

@@ -58,13 +58,10 @@ def score(path: object) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in SHIPPED:
-        print(f"usage: planned.py {{{','.join(SHIPPED)}}} [options]", file=sys.stderr)
+    named = _runs.parse_named_args("planned", list(SHIPPED), __doc__.splitlines()[0], argv)
+    if named is None:
         return 2
-    name = argv.pop(0)
-    args = _runs.parse_args(f"planned_{name}", name, __doc__.splitlines()[0], argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    name, args = named
     planned, plan_seconds = _runs.plan(args) if not args.rescore else (args.out / "plan.toml", 0.0)
     budget = _runs.budget_overrides(args.minutes)
     smoke = SMOKE if args.smoke else []

@@ -61,13 +61,10 @@ def variant(plan: Path, weights: str | None, *, small: bool = False) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in SPLITS:
-        print(f"usage: pretrained.py {{{','.join(SPLITS)}}} [options]", file=sys.stderr)
+    named = _runs.parse_named_args("pretrained", list(SPLITS), __doc__.splitlines()[0], argv)
+    if named is None:
         return 2
-    name = argv.pop(0)
-    args = _runs.parse_args(f"pretrained_{name}", name, __doc__.splitlines()[0], argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    name, args = named
     plan, plan_seconds = _runs.plan(args) if not args.rescore else (args.out / "plan.toml", 0.0)
     common = _runs.budget_overrides(args.minutes) + SPLITS[name]
     common += (SMOKE if args.smoke else []) + args.set

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -326,6 +326,32 @@ class _Stop(Exception):
     """Raised by a forward hook once the deepest wanted layer has run."""
 
 
+def outputs_until_all(
+    modules: Mapping[str, nn.Module], run: Callable[[], object]
+) -> dict[str, torch.Tensor]:
+    """The first output of each of ``modules`` (by name) during ``run()``, which is stopped as
+    soon as all have given one: the layers after the deepest never run."""
+    out: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+            out.setdefault(name, output)
+            if len(out) == len(modules):
+                raise _Stop
+
+        return hook
+
+    handles = [module.register_forward_hook(keep(name)) for name, module in modules.items()]
+    try:
+        run()
+    except _Stop:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out
+
+
 class _Conv:
     """One convolution seen while probing: its module name, channels, output size, and its
     level (log2 of its total stride, rounded: unpadded convolutions trim a few pixels)."""
@@ -396,27 +422,8 @@ class ModelFeatures(FeatureNetwork):
 
     def forward(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Responses of ``layers``; the forward pass stops after the deepest one."""
-        wanted = self.check_layers(layers)
-        out: dict[str, torch.Tensor] = {}
-
-        def keep(name: str):
-            def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
-                out.setdefault(name, output)
-                if len(out) == len(set(wanted)):
-                    raise _Stop
-
-            return hook
-
-        handles = [
-            self.modules_by_name[name].register_forward_hook(keep(name)) for name in set(wanted)
-        ]
-        try:
-            self.model(self.normalize(images))
-        except _Stop:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
+        wanted = {name: self.modules_by_name[name] for name in self.check_layers(layers)}
+        out = outputs_until_all(wanted, lambda: self.model(self.normalize(images)))
         return self.transformed(out)
 
     def _probe(self) -> list[_Conv]:
@@ -537,32 +544,14 @@ class LiteFeatures(FeatureNetwork):
 
     def forward(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Responses of ``layers``; the blocks after the deepest one do not run."""
-        wanted = set(self.check_layers(layers))
-        out: dict[str, torch.Tensor] = {}
+        wanted = {
+            name: self.stem if name == "stem" else self.blocks[LITE0_LAYERS.index(name) - 1].bn1
+            for name in self.check_layers(layers)
+        }
 
-        def keep(name: str):
-            def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
-                out[name] = output
-                if len(out) == len(wanted):
-                    raise _Stop
-
-            return hook
-
-        handles = [
-            self.blocks[LITE0_LAYERS.index(name) - 1].bn1.register_forward_hook(keep(name))
-            for name in wanted - {"stem"}
-        ]
-        try:
+        def run() -> None:
             x = self.stem(normalise_images(images, self.normalisation))  # (N, 32, H/2, W/2)
-            if "stem" in wanted:
-                out["stem"] = x
-                if len(out) == len(wanted):
-                    raise _Stop
             for block in self.blocks:
                 x = block(x)
-        except _Stop:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        return self.transformed(out)
+
+        return self.transformed(outputs_until_all(wanted, run))
