@@ -1,0 +1,21 @@
+"""Instances: from class probabilities to one label per object (issue: touching nuclei)."""
+
+from pixelwise.instances.postprocess import (
+    GRID,
+    METHODS,
+    InstanceParameters,
+    choose_parameters,
+    components,
+    instances_from_probabilities,
+    watershed_objects,
+)
+
+__all__ = [
+    "GRID",
+    "METHODS",
+    "InstanceParameters",
+    "choose_parameters",
+    "components",
+    "instances_from_probabilities",
+    "watershed_objects",
+]

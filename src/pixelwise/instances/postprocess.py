@@ -1,0 +1,261 @@
+"""From class probabilities to objects: a label image with 0 = background and 1 … N objects.
+
+Two ways, both with hole filling and a minimum object size:
+
+- :func:`components`: the foreground's connected components. Touching objects become one.
+- :func:`watershed_objects`: marker-controlled watershed (scikit-image) inside the
+  foreground. The markers are the connected regions where an *interior* map (the interior
+  class's probability of a background / interior / boundary network, or a predicted distance
+  to the background) exceeds ``seed_threshold``; without one, the peaks of the foreground's
+  own distance transform, at least ``min_distance`` apart. Each marker floods the foreground
+  downhill from its peak, so two touching objects with a seed each come out apart.
+
+:func:`choose_parameters` searches a small grid of these parameters for the best mean Data
+Science Bowl score (:func:`pixelwise.metrics.mean_average_precision`) on validation images;
+the chosen values go into the checkpoint, never tuned on test data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from pixelwise._checks import check_choice, message
+from pixelwise.metrics.objects import mean_average_precision
+
+METHODS = ("components", "watershed")
+# The grid :func:`choose_parameters` searches by default.
+GRID: Mapping[str, Sequence[object]] = {
+    "method": METHODS,
+    "threshold": (0.4, 0.5, 0.6),
+    "seed_threshold": (0.5, 0.7, 0.9),
+    "min_size": (0, 16, 64),
+}
+
+
+@dataclass(frozen=True)
+class InstanceParameters:
+    """How probabilities become objects (see the module docstring).
+
+    Attributes:
+        method: ``"components"`` or ``"watershed"``.
+        threshold: A pixel is foreground where its foreground probability exceeds this.
+        seed_threshold: Watershed markers where the interior map exceeds this.
+        min_size: Objects of fewer pixels are dropped (after hole filling).
+        min_distance: Without an interior map, the smallest distance between two markers
+            (peaks of the foreground's distance transform).
+        fill_holes: Fill holes inside each object.
+    """
+
+    method: str = "watershed"
+    threshold: float = 0.5
+    seed_threshold: float = 0.7
+    min_size: int = 16
+    min_distance: int = 5
+    fill_holes: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, METHODS)
+        for name in ("threshold", "seed_threshold"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 <= value <= 1):
+                raise ValueError(message(name, "be a probability in [0, 1]", repr(value)))
+        for name in ("min_size", "min_distance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(message(name, "be an integer >= 0", repr(value)))
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _check_map(x: object, what: str) -> np.ndarray:
+    array = np.asarray(x)
+    if array.ndim != 2:
+        raise ValueError(message(what, "be an (H, W) map", f"shape {array.shape}"))
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
+        raise TypeError(message(what, "be numeric", array.dtype))
+    return array
+
+
+def _filled(labels: np.ndarray) -> np.ndarray:
+    """Each object's holes filled with its own label (a hole is background enclosed by one
+    object only)."""
+    out = labels.copy()
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        inside = ndimage.binary_fill_holes(labels[box] == index)
+        region = out[box]
+        region[inside & (region == 0)] = index
+    return out
+
+
+def _finish(labels: np.ndarray, min_size: int, fill_holes: bool) -> np.ndarray:
+    """Holes filled, objects under ``min_size`` pixels dropped, labels made 1 … N."""
+    if fill_holes:
+        labels = _filled(labels)
+    if min_size > 0 and labels.any():
+        sizes = np.bincount(labels.ravel())
+        small = sizes < min_size
+        small[0] = False
+        labels = np.where(small[labels], 0, labels)
+    from skimage.segmentation import relabel_sequential
+
+    return relabel_sequential(labels)[0].astype(np.int32)
+
+
+def components(foreground: np.ndarray, *, min_size: int = 0, fill_holes: bool = True) -> np.ndarray:
+    """The connected components (8-connected) of a boolean foreground, holes filled, objects
+    under ``min_size`` pixels dropped.
+
+    Shape:
+        (H, W) bool -> (H, W) int32, 0 = background, 1 … N.
+    """
+    mask = _check_map(foreground, "foreground").astype(bool)
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    return _finish(labels, min_size, fill_holes)
+
+
+def watershed_objects(
+    foreground: np.ndarray,
+    interior: np.ndarray | None = None,
+    *,
+    threshold: float = 0.5,
+    seed_threshold: float = 0.7,
+    min_size: int = 16,
+    min_distance: int = 5,
+    fill_holes: bool = True,
+) -> np.ndarray:
+    """Marker-controlled watershed of the foreground (see the module docstring).
+
+    Args:
+        foreground: The probability that a pixel belongs to an object (interior and boundary
+            classes together), or a boolean mask.
+        interior: Where the markers come from: the interior class's probability, or a
+            predicted distance scaled to [0, 1]; None: the foreground's distance transform.
+
+    Shape:
+        foreground, interior: (H, W) -> (H, W) int32, 0 = background, 1 … N.
+    """
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    probability = _check_map(foreground, "foreground").astype(np.float64)
+    mask = (
+        ndimage.binary_fill_holes(probability > threshold)
+        if fill_holes
+        else probability > threshold
+    )
+    if interior is None:
+        distance = ndimage.distance_transform_edt(mask)
+        peaks = peak_local_max(
+            distance, min_distance=max(1, min_distance), labels=ndimage.label(mask)[0]
+        )
+        peak_mask = np.zeros(mask.shape, bool)
+        peak_mask[tuple(peaks.T)] = True
+        # Neighbouring peaks (a flat top) are one marker.
+        markers, _ = ndimage.label(peak_mask, structure=np.ones((3, 3), bool))
+        elevation = -distance
+    else:
+        inside = _check_map(interior, "interior").astype(np.float64)
+        if inside.shape != mask.shape:
+            raise ValueError(
+                message("interior", f"have the foreground's shape {mask.shape}", inside.shape)
+            )
+        markers, _ = ndimage.label((inside > seed_threshold) & mask)
+        elevation = -inside
+    labels = watershed(elevation, markers, mask=mask)
+    # Foreground regions without a marker are left unlabelled by the flooding: keep them as
+    # objects of their own.
+    rest, _ = ndimage.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
+    labels = np.where(rest > 0, rest + labels.max(), labels)
+    return _finish(labels.astype(np.int64), min_size, fill_holes)
+
+
+def instances_from_probabilities(
+    probabilities: np.ndarray,
+    parameters: InstanceParameters,
+    *,
+    interior_class: int | None = None,
+) -> np.ndarray:
+    """Objects from a network's class probabilities ``(K, H, W)``: foreground = 1 − the
+    background's (class 0); the interior map, for watershed, is ``interior_class``'s
+    probability (a background / interior / boundary network), else none (distance peaks).
+
+    Shape:
+        (K, H, W) -> (H, W) int32.
+    """
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if probs.ndim != 3 or probs.shape[0] < 2:
+        raise ValueError(message("probabilities", "be (K, H, W) with K >= 2", probs.shape))
+    foreground = 1.0 - probs[0]
+    if parameters.method == "components":
+        return components(
+            foreground > parameters.threshold,
+            min_size=parameters.min_size,
+            fill_holes=parameters.fill_holes,
+        )
+    interior = None if interior_class is None else probs[interior_class]
+    return watershed_objects(
+        foreground,
+        interior,
+        threshold=parameters.threshold,
+        seed_threshold=parameters.seed_threshold,
+        min_size=parameters.min_size,
+        min_distance=parameters.min_distance,
+        fill_holes=parameters.fill_holes,
+    )
+
+
+def _grid(grid: Mapping[str, Sequence[object]]) -> Iterable[InstanceParameters]:
+    keys = list(grid)
+    seen = set()
+    for values in itertools.product(*(grid[k] for k in keys)):
+        chosen = dict(zip(keys, values, strict=True))
+        if chosen.get("method") == "components":
+            chosen.pop("seed_threshold", None)  # no markers: one candidate, not three
+        parameters = InstanceParameters(**chosen)
+        if parameters not in seen:
+            seen.add(parameters)
+            yield parameters
+
+
+def choose_parameters(
+    probabilities: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    *,
+    interior_class: int | None = None,
+    grid: Mapping[str, Sequence[object]] = GRID,
+) -> tuple[InstanceParameters, float]:
+    """The parameters of ``grid`` with the best mean Data Science Bowl score over the
+    validation images (``probabilities`` (K, H, W) each, ``targets`` their instance label
+    images); ties go to the first in the grid. Returns (parameters, score)."""
+    if len(probabilities) != len(targets) or not targets:
+        raise ValueError(
+            message(
+                "validation images",
+                "come with one instance label image each",
+                f"{len(probabilities)} probability maps, {len(targets)} label images",
+            )
+        )
+    best, best_score = None, -math.inf
+    for parameters in _grid(grid):
+        scores = [
+            mean_average_precision(
+                target, instances_from_probabilities(p, parameters, interior_class=interior_class)
+            )
+            for p, target in zip(probabilities, targets, strict=True)
+        ]
+        finite = [s for s in scores if not math.isnan(s)]
+        score = float(np.mean(finite)) if finite else math.nan
+        if score > best_score:
+            best, best_score = parameters, score
+    if best is None:
+        raise ValueError(message("validation images", "hold objects to score", "none"))
+    return best, best_score
