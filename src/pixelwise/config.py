@@ -105,6 +105,8 @@ if TYPE_CHECKING:
     from pixelwise.data.encoding import MaskEncoding
 
 LAYOUTS = ("folders", "camvid", "instances", "tiff", "synthetic")
+# What instance labels train as: background / object, or background / interior / boundary.
+INSTANCE_TARGETS = ("semantic", "three_class")
 LOSSES = ("ce", "weighted_ce", "dice", "ce_dice")
 CLASS_WEIGHTS = ("none", "median_frequency", "inverse_frequency")
 OPTIMIZERS = ("adam", "sgd")
@@ -251,6 +253,8 @@ class DataConfig:
         manifest: CSV under ``root`` for a split stratified by its ``group`` column.
         seed: Seed of the split and of the synthetic images.
         weights: Add U-Net weight maps (instances, synthetic).
+        instance_target: Instances: ``"semantic"`` (background / object) or ``"three_class"``
+            (background / interior / boundary, the boundary ``boundary_width`` pixels wide).
         weight_map_background: Folders: add the U-Net weight map, its objects the connected
             components of the classes other than this one (EM membranes: 0); None: none.
         num_train, num_val, image_size: The synthetic data set's size.
@@ -277,6 +281,8 @@ class DataConfig:
     seed: int = 0
     weights: bool = True
     weight_map_background: int | None = None
+    instance_target: str = "semantic"
+    boundary_width: int = 2
     num_train: int = 64
     num_val: int = 16
     image_size: int = 96
@@ -298,6 +304,7 @@ class DataConfig:
                 message(f"data root for layout '{self.layout}'", "be given", "nothing")
             )
         self._check_synthetic_reads_no_files()
+        self._check_instance_target()
         object.__setattr__(self, "encoding", encoding_table(self.encoding))
         for key in ("hflip", "vflip", "rot90", "shuffle_split", "weights"):
             _check_bool("data", key, getattr(self, key))
@@ -314,6 +321,16 @@ class DataConfig:
 
             with _about("data.encoding"):
                 MaskEncoding.from_config(self.encoding)
+
+    def _check_instance_target(self) -> None:
+        _check_choice("data", "instance_target", self.instance_target, INSTANCE_TARGETS)
+        _check_int("data", "boundary_width", self.boundary_width, 1)
+        if self.instance_target != "semantic" and self.layout != "instances":
+            raise _bad(
+                "data.instance_target",
+                "go with layout 'instances' (it is built from the instance labels)",
+                f"layout '{self.layout}'",
+            )
 
     @property
     def training_scale(self) -> tuple[float, float] | None:

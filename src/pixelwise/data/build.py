@@ -99,7 +99,13 @@ def full_dataset(config: DataConfig) -> SegmentationDataset:
     common = {"channels": config.channels}
     if config.layout == "instances":
         return InstanceDataset(
-            root, images=images, instances=masks, weights=config.weights, **common
+            root,
+            images=images,
+            instances=masks,
+            weights=config.weights,
+            target=config.instance_target,
+            boundary_width=config.boundary_width,
+            **common,
         )
     common["class_names"] = config.class_names
     if config.layout == "folders":
