@@ -21,6 +21,9 @@ runs. Its keys::
     metrics         validation metrics of that epoch (plain numbers)
     state_dict      the unwrapped model's weights (no DDP "module." or compile prefixes), CPU
     training        None, or what resume needs: optimizer, scheduler, scaler, RNG states, ...
+    instances       None, or how probabilities become objects for instance data: the
+                    parameters chosen on the validation split (pixelwise.instances), with
+                    "interior_class" and the validation "score" (absent from older files)
 
 Beside it, ``<name>.safetensors`` holds the same weights with everything above except
 ``state_dict`` and ``training`` as JSON in its metadata (key ``"pixelwise"``), for tools that
@@ -103,6 +106,7 @@ class Checkpoint:
     training: dict | None
     model_class: str | None = None
     path: str | None = None  # the file it was read from, for messages
+    instances: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -170,6 +174,7 @@ def save_checkpoint(
     epoch: int,
     metrics: Mapping,
     training: Mapping | None = None,
+    instances: Mapping | None = None,
 ) -> Path:
     """Write a checkpoint and, beside it, the weights as ``<stem>.safetensors``.
 
@@ -186,6 +191,7 @@ def save_checkpoint(
         epoch: Epochs completed.
         metrics: Validation metrics (plain numbers, nested dicts allowed).
         training: Resume state (plain containers and tensors), or None.
+        instances: The instance post-processing chosen for this model (plain values), or None.
 
     Returns:
         The path written.
@@ -204,6 +210,7 @@ def save_checkpoint(
         "config": plain(config),
         "epoch": int(epoch),
         "metrics": plain(metrics),
+        "instances": plain(instances) if instances is not None else None,
     }
     weights = _weights(model)
     payload = {
@@ -221,6 +228,24 @@ def save_checkpoint(
         ]
     )
     logger.info("saved checkpoint %s (epoch %d)", path, epoch)
+    return path
+
+
+def record_instances(path: str | Path, instances: Mapping) -> Path:
+    """Set the ``instances`` field of the checkpoint ``path`` (and of its ``.safetensors``),
+    keeping everything else; both files are replaced together."""
+    path = Path(path)
+    payload = _read_pt(path)
+    _check_header(path, payload)
+    payload["instances"] = plain(instances)
+    header_keys = (*_HEADER, "model_class", "instances")
+    header = {key: payload[key] for key in header_keys if key in payload}
+    atomic_write_all(
+        [
+            (path.with_suffix(".safetensors"), _safetensors_writer(payload["state_dict"], header)),
+            (path, lambda stream: torch.save(payload, stream)),
+        ]
+    )
     return path
 
 
@@ -319,6 +344,7 @@ _FIELD_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     ),
     "training": (lambda v: v is None or isinstance(v, Mapping), "a table or null"),
     "model_class": (lambda v: v is None or isinstance(v, str), "a class name or null"),
+    "instances": (lambda v: v is None or isinstance(v, Mapping), "a table or null"),
 }
 
 
@@ -364,6 +390,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         state_dict=dict(payload["state_dict"]),
         training=payload.get("training"),
         model_class=payload.get("model_class"),
+        instances=payload.get("instances"),
         path=str(path),
     )
 

@@ -130,6 +130,7 @@ class Trainer:
             amp=self.task.amp,
         )
         self.state, self.stop = RunState(), StopRequest()
+        self.instances: dict[str, dict] = {}  # instance data: the post-processing recorded
         self.run_dir: Path | None = None
 
     def make_loader(self, dataset: Dataset) -> DataLoader:
@@ -220,6 +221,11 @@ class Trainer:
         state, overlays = self.state, self.config.train.overlays
         if self.dist.is_main:
             write_report(self.run_dir, state.history, self.task.segmenter(), self.val_set, overlays)
+            if self.config.data.layout == "instances" and self.val_set is not None:
+                from pixelwise.engine.instances import record_chosen_instances
+
+                paths = (self.saver.best_path, self.saver.last_path)
+                self.instances = record_chosen_instances(paths, self.val_set)
         distributed.barrier()
         result = FitResult.of(
             state,
