@@ -57,3 +57,49 @@ device = "cpu"
         assert chosen["method"] in ("components", "watershed") and chosen["interior_class"] == 1
         assert 0.0 <= chosen["score"] <= 1.0
     assert load_checkpoint(run / "best.pt").class_names == ("background", "interior", "boundary")
+
+
+def test_predict_instances_writes_labels_that_read_back_exactly(tmp_path, capsys):
+    from pixelwise.engine.checkpoint import load_model
+    from pixelwise.inference import instance_settings, read_image_file
+    from pixelwise.inference.optimize import optimize_for_inference
+    from pixelwise.inference.predict import objects_of
+    from pixelwise.inference.tiling import predict as predict_tiled
+
+    data = blob_folder(tmp_path / "data", count=4)
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"""
+[data]
+layout = "instances"
+root = "{data}"
+val_fraction = 0.25
+[model]
+name = "unet"
+options = {{ depth = 2, base_width = 4 }}
+[loss]
+name = "ce"
+[train]
+epochs = 1
+batch_size = 2
+overlays = 0
+device = "cpu"
+"""
+    )
+    assert main(["train", str(config), "--out-dir", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    out = tmp_path / "out"
+    argv = ["predict", str(run / "best.pt"), str(data / "images" / "0.png"), "--out", str(out)]
+    assert main([*argv, "--instances"]) == 0
+    printed = capsys.readouterr().out
+    assert "instances: " in printed and "chosen on the validation split" in printed
+    assert "<stem>_instances.png, <stem>_contours.png" in printed
+    written = np.asarray(Image.open(out / "0_instances.png"))
+    segmenter = load_model(run / "best.pt")  # optimised as predict does: the same logits
+    segmenter = segmenter.with_network(optimize_for_inference(segmenter.network, inplace=True))
+    image = read_image_file(data / "images" / "0.png", 1)
+    logits = predict_tiled(segmenter, image, tile=512)
+    expected = objects_of(logits, instance_settings(segmenter))
+    np.testing.assert_array_equal(written.astype(np.int64), expected.astype(np.int64))
+    contours = np.asarray(Image.open(out / "0_contours.png"))
+    assert contours.shape == (48, 48, 3)

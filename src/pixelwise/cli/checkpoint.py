@@ -79,18 +79,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pixelwise._checks import one_line
-    from pixelwise.inference import collect_images, mask_encoding, plan_outputs, predict_file
+    from pixelwise.inference import (
+        collect_images,
+        instance_settings,
+        mask_encoding,
+        plan_outputs,
+        predict_file,
+    )
     from pixelwise.report.palette import check_alpha
 
     check_alpha(args.alpha)
     segmenter = _optimized(args)
     encoding = mask_encoding(segmenter, args.mask_format)  # refused before anything is written
+    instances = instance_settings(segmenter) if args.instances else None
     plan = plan_outputs(
         collect_images(args.images),
         args.out,
         overwrite=args.overwrite,
         skip_existing=args.skip_existing,
+        instances=args.instances,
     )
+    if instances is not None:
+        print(f"instances: {_instances_text(instances)}")
     failed = []
     for image, paths in tqdm(plan, desc="predict", unit="image", disable=None):
         with tqdm(desc=image.name, unit="tile", leave=False, disable=None) as bar:
@@ -109,6 +119,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     tta=args.tta,
                     progress=progress,
                     mask_format=args.mask_format,
+                    instances=instances,
                 )
             except (ValueError, OSError) as problem:  # named; the other images go on
                 if len(plan) == 1:
@@ -116,15 +127,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 line = str(problem) if str(image) in str(problem) else f"image {image}: {problem}"
                 failed.append(one_line(line))
                 tqdm.write(f"pixelwise: error: {failed[-1]}", file=sys.stderr)
-    return _report_predictions(args.out, len(plan), len(failed), encoding)
+    return _report_predictions(args.out, len(plan), len(failed), encoding, instances=args.instances)
 
 
-def _report_predictions(out: str, planned: int, failed: int, encoding: object) -> int:
+def _instances_text(settings: dict) -> str:
+    """How the objects are made, and where the settings come from, in one line."""
+    seeds = "interior class" if settings.get("interior_class") is not None else "distance peaks"
+    how = (
+        f"{settings['method']} (seeds: {seeds})"
+        if settings["method"] == "watershed"
+        else "components"
+    )
+    source = (
+        f"chosen on the validation split (score {settings['score']:.3f})"
+        if settings.get("score") is not None
+        else "defaults: the checkpoint records none (it was not trained on instance labels)"
+    )
+    return (
+        f"{how}, threshold {settings['threshold']:g}, minimum size {settings['min_size']}; {source}"
+    )
+
+
+def _report_predictions(
+    out: str, planned: int, failed: int, encoding: object, *, instances: bool = False
+) -> int:
     """Print what ``predict`` wrote (and what its masks hold); the exit status."""
-    from pixelwise.inference import OUTPUT_KINDS  # at call time: start-up without torch
+    from pixelwise.inference import INSTANCE_KINDS, OUTPUT_KINDS  # at call time
 
-    kinds = ", ".join(f"<stem>_{kind}.png" for kind in OUTPUT_KINDS)
-    print(f"wrote {planned - failed} image(s) × {len(OUTPUT_KINDS)} files to {out} ({kinds})")
+    written = OUTPUT_KINDS + (INSTANCE_KINDS if instances else ())
+    kinds = ", ".join(f"<stem>_{kind}.png" for kind in written)
+    print(f"wrote {planned - failed} image(s) × {len(written)} files to {out} ({kinds})")
     held = (
         "class indices"
         if encoding is None
@@ -276,6 +308,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "class indices when the checkpoint declares no encoding",
     )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.add_argument(
+        "--instances",
+        action="store_true",
+        help="also write <stem>_instances.png (16-bit, 0 background, 1..N one object each) and "
+        "<stem>_contours.png, with the post-processing the checkpoint records",
+    )
     p.add_argument(
         "--tile",
         type=int,

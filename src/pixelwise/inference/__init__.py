@@ -7,10 +7,12 @@ from pixelwise.data.build import evaluation_dataset
 from pixelwise.inference._model import output_margin
 from pixelwise.inference.evaluate import evaluate, evaluate_dataset
 from pixelwise.inference.predict import (
+    INSTANCE_KINDS,
     MASK_FORMATS,
     OUTPUT_KINDS,
     collect_images,
     covering_input_size,
+    instance_settings,
     mask_encoding,
     plan_outputs,
     predict_file,
@@ -26,6 +28,7 @@ from pixelwise.inference.tiling import plan_tiles, predict
 from pixelwise.inference.tta import augmented_logits
 
 __all__ = [
+    "INSTANCE_KINDS",
     "MASK_FORMATS",
     "OUTPUT_KINDS",
     "Segmenter",
@@ -36,6 +39,7 @@ __all__ = [
     "evaluate",
     "evaluate_dataset",
     "evaluation_dataset",
+    "instance_settings",
     "mask_encoding",
     "output_margin",
     "plan_outputs",

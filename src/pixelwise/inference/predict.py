@@ -46,6 +46,8 @@ from pixelwise.report.palette import class_palette, colorize, overlay
 
 Progress = Callable[[int, int], None]
 OUTPUT_KINDS = ("mask", "color", "overlay")
+# With instances: <stem>_instances.png (16-bit labels) and <stem>_contours.png.
+INSTANCE_KINDS = ("instances", "contours")
 MASK_FORMATS = ("data", "index")  # <stem>_mask.png: the training data's encoding, or classes
 
 
@@ -145,9 +147,11 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     return list(stems.values())
 
 
-def prediction_paths(image: Path, out_dir: Path) -> dict[str, Path]:
-    """``<stem>_mask.png``, ``<stem>_color.png`` and ``<stem>_overlay.png`` in ``out_dir``."""
-    return {kind: Path(out_dir) / f"{Path(image).stem}_{kind}.png" for kind in OUTPUT_KINDS}
+def prediction_paths(image: Path, out_dir: Path, instances: bool = False) -> dict[str, Path]:
+    """``<stem>_mask.png``, ``<stem>_color.png`` and ``<stem>_overlay.png`` in ``out_dir``
+    (and with ``instances`` ``<stem>_instances.png`` and ``<stem>_contours.png``)."""
+    kinds = OUTPUT_KINDS + (INSTANCE_KINDS if instances else ())
+    return {kind: Path(out_dir) / f"{Path(image).stem}_{kind}.png" for kind in kinds}
 
 
 def plan_outputs(
@@ -156,6 +160,7 @@ def plan_outputs(
     *,
     overwrite: bool = False,
     skip_existing: bool = False,
+    instances: bool = False,
 ) -> list[tuple[Path, dict[str, Path]]]:
     """Pair each image with its output paths, refusing before anything is written.
 
@@ -169,7 +174,7 @@ def plan_outputs(
         raise FileExistsError(message(f"output folder {out_dir}", "be a folder", "a file"))
     plan, existing = [], []
     for image in images:
-        paths = prediction_paths(image, out_dir)
+        paths = prediction_paths(image, out_dir, instances)
         if skip_existing and all(path.is_file() for path in paths.values()):
             continue
         for path in paths.values():
@@ -286,8 +291,10 @@ def predict_file(
     tta: bool | str = False,
     progress: Callable[[int, int], None] | None = None,
     mask_format: str = "data",
+    instances: Mapping[str, object] | None = None,
 ) -> torch.Tensor:
-    """Read one image, predict it and write its three PNGs; returns the mask (classes).
+    """Read one image, predict it and write its three PNGs (five with ``instances``);
+    returns the mask (classes).
 
     Images of any size go through :func:`pixelwise.inference.tiling.predict`: one that fits in
     a tile is predicted whole, a larger one in overlapping tiles (overlap-tile for a valid
@@ -302,6 +309,9 @@ def predict_file(
             :func:`pixelwise.report.palette.class_palette` of K for a bare network.
         mask_format: ``"data"``: ``<stem>_mask.png`` in the training data's encoding
             (:func:`mask_encoding`; class indices without one); ``"index"``: class indices.
+        instances: How probabilities become objects (a checkpoint's ``instances`` field, see
+            :func:`instance_settings`): ``<stem>_instances.png`` (16-bit, 0 background,
+            1 … N) and ``<stem>_contours.png`` (each object's contour in its own colour).
 
     Shape:
         returns (H, W) int64.
@@ -313,5 +323,57 @@ def predict_file(
     if palette is None:
         palette = getattr(model, "palette", None)
         palette = class_palette(logits.shape[0]) if palette is None else palette
+    if instances is not None:
+        objects = objects_of(logits, instances)  # computed before anything is written
     save_prediction(image, mask, paths, palette, alpha=alpha, encoding=encoding)
+    if instances is not None:
+        save_png_atomic(paths["instances"], objects.astype(np.uint16))
+        save_png_atomic(paths["contours"], contour_overlay(image, objects))
     return mask
+
+
+def instance_settings(model: nn.Module) -> dict[str, object]:
+    """The instance post-processing recorded in the model's checkpoint (chosen on its
+    validation split), else the defaults of :class:`pixelwise.instances.InstanceParameters`
+    with distance-peak seeds."""
+    from pixelwise.instances import InstanceParameters
+
+    checkpoint = getattr(model, "checkpoint", None)
+    recorded = getattr(checkpoint, "instances", None)
+    if recorded:
+        return dict(recorded)
+    return {**InstanceParameters().to_dict(), "interior_class": None, "score": None}
+
+
+def objects_of(logits: torch.Tensor, settings: Mapping[str, object]) -> np.ndarray:
+    """One label per object from ``logits`` (K, H, W) by ``settings`` (:func:`instance_settings`).
+
+    Shape:
+        (K, H, W) -> (H, W) int32, 0 = background, 1 … N.
+    """
+    from pixelwise.instances import InstanceParameters, instances_from_probabilities
+
+    fields = InstanceParameters.__dataclass_fields__
+    parameters = InstanceParameters(**{k: v for k, v in settings.items() if k in fields})
+    probabilities = torch.softmax(logits.float(), dim=0).cpu().numpy()
+    interior = settings.get("interior_class")
+    return instances_from_probabilities(
+        probabilities, parameters, interior_class=None if interior is None else int(interior)
+    )
+
+
+def contour_overlay(image: torch.Tensor, objects: np.ndarray) -> np.ndarray:
+    """The image with each object's inner contour drawn in its own colour.
+
+    Shape:
+        image: (C, H, W) in [0, 1]; objects: (H, W) -> (H, W, 3) uint8.
+    """
+    from skimage.segmentation import find_boundaries
+
+    from pixelwise.report.palette import as_rgb8
+
+    picture = as_rgb8(image.cpu().numpy().transpose(1, 2, 0)).copy()  # (H, W, 3)
+    edges = find_boundaries(objects, mode="inner") & (objects > 0)
+    colours = class_palette(int(objects.max()) + 1)  # colour i for object i
+    picture[edges] = colours[objects[edges]]
+    return picture
