@@ -103,3 +103,44 @@ device = "cpu"
     np.testing.assert_array_equal(written.astype(np.int64), expected.astype(np.int64))
     contours = np.asarray(Image.open(out / "0_contours.png"))
     assert contours.shape == (48, 48, 3)
+
+
+def test_evaluate_instances_scores_objects_against_the_label_files(tmp_path, capsys):
+    import json
+
+    data = blob_folder(tmp_path / "data", count=4)
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"""
+[data]
+layout = "instances"
+root = "{data}"
+val_fraction = 0.25
+[model]
+name = "unet"
+options = {{ depth = 2, base_width = 4 }}
+[loss]
+name = "ce"
+[train]
+epochs = 1
+batch_size = 2
+overlays = 0
+device = "cpu"
+"""
+    )
+    assert main(["train", str(config), "--out-dir", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    capsys.readouterr()
+    argv = ["evaluate", str(run / "best.pt"), str(data), "--split", "all", "--instances"]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_images"] == 4 and result["objects"] == 12  # three discs an image
+    assert result["touching_pairs"] == 4  # the first two discs touch in every image
+    assert 0 <= result["dsb_score"] <= 1 and len(result["per_image"]) == 4
+    # Against a per-image loop: the mean of the per-image scores.
+    per_image = [r["dsb_score"] for r in result["per_image"]]
+    assert result["dsb_score"] == sum(per_image) / 4
+    assert result["settings"]["method"] in ("components", "watershed")
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Data Science Bowl score" in printed and "touching pairs kept apart" in printed

@@ -42,6 +42,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with tqdm(total=len(dataset), desc="check", unit="image", leave=False, disable=None) as bar:
         check_dataset(dataset, progress=bar_progress(bar))  # every bad file named, up front
     segmenter.ignore_index = dataset.ignore_index  # the masks' own unlabelled value
+    if args.instances:
+        return _evaluate_instances(args, segmenter, dataset)
     with tqdm(total=len(dataset), desc="evaluate", unit="image", disable=None) as bar:
         result = evaluate_dataset(segmenter, dataset, progress=bar_progress(bar))
     if args.json:
@@ -52,6 +54,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"split {args.split}: {result['num_images']} images"
     )
     print_metrics(result)
+    return 0
+
+
+def _evaluate_instances(args: argparse.Namespace, segmenter: object, dataset: object) -> int:
+    """``evaluate --instances``: object scores against the instance labels."""
+    from tqdm import tqdm
+
+    from pixelwise.inference.instances import evaluate_instances
+
+    with tqdm(total=len(dataset), desc="evaluate", unit="image", disable=None) as bar:
+        result = evaluate_instances(segmenter, dataset, progress=bar_progress(bar))
+    if args.json:
+        print(json.dumps(without_nan(result), indent=2))
+        return 0
+    checkpoint = segmenter.checkpoint
+    print(
+        f"{checkpoint.model_name} (epoch {checkpoint.epoch}) on {args.data}, split "
+        f"{args.split}: {result['num_images']} images, {result['objects']} objects, "
+        f"{result['predicted_objects']} predicted"
+    )
+    print(f"instances: {_instances_text(result['settings'])}")
+    kept = result["touching_kept_apart"]
+    print(f"Data Science Bowl score  {score(result['dsb_score'])}")
+    print(f"F1 at IoU 0.5            {score(result['f1'])}")
+    print(f"merges / splits          {result['merges']} / {result['splits']}")
+    print(
+        f"touching pairs kept apart {score(kept)} ({result['touching_separated']} of "
+        f"{result['touching_separated'] + result['touching_merged']} detected pairs; "
+        f"{result['touching_pairs']} in all)"
+    )
     return 0
 
 
@@ -280,6 +312,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "(a separate test folder); CamVid: the split folder (val, train or test)",
     )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON only")
+    p.add_argument(
+        "--instances",
+        action="store_true",
+        help="score objects against instance labels: Data Science Bowl score, F1 at IoU 0.5, "
+        "merges, splits, touching pairs kept apart",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(func=cmd_evaluate)
 

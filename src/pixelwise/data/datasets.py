@@ -135,6 +135,12 @@ class DatasetView(SegmentationDataset):
     def load_sample(self, index: int) -> Sample:
         return self.base.load_sample(self.indices[index])
 
+    def raw_instances(self, index: int) -> np.ndarray:
+        """The base data set's instance labels as read (:meth:`InstanceDataset.raw_instances`)."""
+        if not hasattr(self.base, "raw_instances"):
+            raise AttributeError(f"{type(self.base).__name__} holds no instance labels")
+        return self.base.raw_instances(self.indices[index])
+
 
 def resolve_class_names(
     class_names: Sequence[str] | None, root: Path | None, num_classes: int
@@ -596,6 +602,15 @@ class InstanceDataset(PairedDataset):
         )
         self.root = root
         self.weights = WeightCache((weight_fn or default_weight_fn) if weights else None, separate)
+
+    def raw_instances(self, index: int) -> np.ndarray:
+        """Sample ``index``'s instance labels as the file holds them (touching objects still
+        touching), for scoring objects.
+
+        Shape:
+            (H, W) integer labels.
+        """
+        return read_labels(self.pairs[index][1])
 
     def read_target(self, index: int, mask_path: Path) -> dict[str, torch.Tensor]:
         labels = read_labels(mask_path)

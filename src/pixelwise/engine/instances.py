@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pixelwise.engine.checkpoint import load_model, record_instances
+from pixelwise.inference.instances import instance_labels
 from pixelwise.instances import choose_parameters
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def validation_probabilities(
             sample = dataset[index]
             logits = segmenter.predict_logits(sample["image"][None])  # (1, K, H, W)
             probabilities.append(torch.softmax(logits[0].float(), dim=0).numpy())
-            targets.append(np.asarray(sample["instances"]))
+            targets.append(instance_labels(dataset, index))  # touching objects still touching
     return probabilities, targets, interior_class(segmenter.class_names)
 
 
