@@ -281,3 +281,26 @@ def test_a_pretrained_encoder_is_measured_and_preferred_when_it_trains_enough():
     assert plan.tables["model"]["options"]["base_width"] == 16
     # Not installed: not a candidate.
     assert choose(fp(), figures, 15).rows[-1][0] == "unet w32"
+
+
+def test_instance_data_whose_objects_touch_trains_a_boundary_class():
+    nuclei = fp(
+        layout=Layout("instances", "images", "instances"),
+        objects_per_image=20.0,
+        object_area=300.0,
+        touching=0.2,
+        channels=3,
+        mean=(0.5,) * 3,
+        std=(0.2,) * 3,
+    )
+    plan = choose(nuclei, speeds(0.5, 1.0, 4.0), 15)
+    data = plan.tables["data"]
+    assert (data["instance_target"], data["boundary_width"]) == ("three_class", 2)
+    assert plan.reasons["data.instance_target"].startswith("20% of the objects touch another")
+    RunConfig.from_dict({k: dict(v) for k, v in plan.tables.items()})  # a valid run config
+    small = dataclasses.replace(nuclei, object_area=80.0)
+    assert choose(small, speeds(0.5, 1.0, 4.0), 15).tables["data"]["boundary_width"] == 1
+    apart = dataclasses.replace(nuclei, touching=0.01)
+    assert choose(apart, speeds(0.5, 1.0, 4.0), 15).tables["data"]["instance_target"] == "semantic"
+    # Not instance data: no such key.
+    assert "instance_target" not in choose(fp(), speeds(0.5, 1.0, 4.0), 15).tables["data"]

@@ -54,6 +54,11 @@ SCALES = (1.0, 0.5, 0.25, 0.125)
 # Classes rarer than this share of the labelled pixels (with three classes or more) get
 # median-frequency weights.
 RARE_CLASS = 0.02
+# Instance data whose objects touch at least this often trains background / interior /
+# boundary, so that the network learns where touching objects part; the boundary is 2 pixels
+# wide for objects of BOUNDARY_AREA pixels or more (median), else 1.
+TOUCHING_SHARE = 0.05
+BOUNDARY_AREA = 200.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,6 +258,25 @@ def _loss(fp: Fingerprint) -> tuple[dict[str, object], str]:
     )
 
 
+def _instance_target(fp: Fingerprint) -> tuple[dict[str, object], str]:
+    """For instance labels: the target the network trains (``data.instance_target``)."""
+    if fp.layout.layout != "instances":
+        return {}, ""
+    if fp.touching >= TOUCHING_SHARE:
+        width = 2 if fp.object_area >= BOUNDARY_AREA else 1
+        return (
+            {"instance_target": "three_class", "boundary_width": width},
+            f"{fp.touching:.0%} of the objects touch another: background / interior / boundary "
+            f"(boundary {width} px for objects of {fp.object_area:.0f} px, median), so that the "
+            "network learns where touching objects part; watershed seeds from the interior",
+        )
+    return (
+        {"instance_target": "semantic"},
+        f"{fp.touching:.0%} of the objects touch another: background / object, and connected "
+        "components or watershed on distance peaks make the objects",
+    )
+
+
 def _augmentation(fp: Fingerprint) -> tuple[dict[str, object], str]:
     if fp.upright:
         return (
@@ -306,7 +330,8 @@ def choose(
     split, split_reason, warnings = _split(fp)
     augmentation, augmentation_reason = _augmentation(fp)
     loss, loss_reason = _loss(fp)
-    data = _data_table(fp, {**split, **augmentation}, chosen.crop, scale)
+    target, target_reason = _instance_target(fp)
+    data = _data_table(fp, {**split, **augmentation, **target}, chosen.crop, scale)
     n_train = max(1, fp.num_images - (0 if fp.num_val else max(1, round(fp.num_images * 0.2))))
     per_epoch = math.ceil(n_train / chosen.batch)
     train = {
@@ -344,6 +369,8 @@ def choose(
     }
     if scale != 1:
         reasons["data.input_scale"] = _scale_reason(fp, scale, minutes)
+    if target:
+        reasons["data.instance_target"] = target_reason
     rows = [
         (c.label, speeds[c.label].step_seconds, _iterations(speeds[c.label], seconds), c == chosen)
         for c in options
