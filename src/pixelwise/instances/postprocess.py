@@ -3,6 +3,10 @@
 Two ways, both with hole filling and a minimum object size:
 
 - :func:`components`: the foreground's connected components. Touching objects become one.
+
+Holes are filled in the foreground mask before objects are made (a background region that
+the foreground encloses becomes part of it), and objects under the minimum size are dropped
+after.
 - :func:`watershed_objects`: marker-controlled watershed (scikit-image) inside the
   foreground. The markers are the connected regions where an *interior* map (the interior
   class's probability of a background / interior / boundary network, or a predicted distance
@@ -20,7 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -83,31 +87,27 @@ def _check_map(x: object, what: str) -> np.ndarray:
     return array
 
 
-def _filled(labels: np.ndarray) -> np.ndarray:
-    """Each object's holes filled with its own label (a hole is background enclosed by one
-    object only)."""
-    out = labels.copy()
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        inside = ndimage.binary_fill_holes(labels[box] == index)
-        region = out[box]
-        region[inside & (region == 0)] = index
-    return out
+def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Objects under ``min_size`` pixels dropped, labels made 1 … N.
 
+    Shape:
+        (H, W) integer labels -> (H, W) int32.
+    """
+    from skimage.segmentation import relabel_sequential
 
-def _finish(labels: np.ndarray, min_size: int, fill_holes: bool) -> np.ndarray:
-    """Holes filled, objects under ``min_size`` pixels dropped, labels made 1 … N."""
-    if fill_holes:
-        labels = _filled(labels)
     if min_size > 0 and labels.any():
         sizes = np.bincount(labels.ravel())
         small = sizes < min_size
         small[0] = False
         labels = np.where(small[labels], 0, labels)
-    from skimage.segmentation import relabel_sequential
-
     return relabel_sequential(labels)[0].astype(np.int32)
+
+
+def _foreground(probability: np.ndarray, threshold: float, fill_holes: bool) -> np.ndarray:
+    """Pixels over ``threshold``; with ``fill_holes`` every enclosed background region too
+    (a hole inside an object, or a gap that touching objects enclose, becomes theirs)."""
+    mask = probability > threshold
+    return ndimage.binary_fill_holes(mask) if fill_holes else mask
 
 
 def components(foreground: np.ndarray, *, min_size: int = 0, fill_holes: bool = True) -> np.ndarray:
@@ -117,9 +117,9 @@ def components(foreground: np.ndarray, *, min_size: int = 0, fill_holes: bool = 
     Shape:
         (H, W) bool -> (H, W) int32, 0 = background, 1 … N.
     """
-    mask = _check_map(foreground, "foreground").astype(bool)
+    mask = _foreground(_check_map(foreground, "foreground").astype(float), 0.5, fill_holes)
     labels, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    return _finish(labels, min_size, fill_holes)
+    return _drop_small(labels, min_size)
 
 
 def watershed_objects(
@@ -147,15 +147,13 @@ def watershed_objects(
     from skimage.segmentation import watershed
 
     probability = _check_map(foreground, "foreground").astype(np.float64)
-    mask = (
-        ndimage.binary_fill_holes(probability > threshold)
-        if fill_holes
-        else probability > threshold
-    )
+    mask = _foreground(probability, threshold, fill_holes)
     if interior is None:
         distance = ndimage.distance_transform_edt(mask)
+        # One pass over the whole map (per-region peaks cost a pass per fragment); every
+        # foreground pixel is at distance >= 1, and peaks at the image border count.
         peaks = peak_local_max(
-            distance, min_distance=max(1, min_distance), labels=ndimage.label(mask)[0]
+            distance, min_distance=max(1, min_distance), threshold_abs=1, exclude_border=False
         )
         peak_mask = np.zeros(mask.shape, bool)
         peak_mask[tuple(peaks.T)] = True
@@ -175,7 +173,7 @@ def watershed_objects(
     # objects of their own.
     rest, _ = ndimage.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
     labels = np.where(rest > 0, rest + labels.max(), labels)
-    return _finish(labels.astype(np.int64), min_size, fill_holes)
+    return _drop_small(labels.astype(np.int64), min_size)
 
 
 def instances_from_probabilities(
@@ -213,13 +211,15 @@ def instances_from_probabilities(
     )
 
 
-def _grid(grid: Mapping[str, Sequence[object]]) -> Iterable[InstanceParameters]:
-    keys = list(grid)
+def _grid(grid: Mapping[str, Sequence[object]], seeded: bool) -> Iterable[InstanceParameters]:
+    """The distinct candidates of ``grid``, ``min_size`` varying fastest (candidates that
+    differ only in it share their objects before the size filter)."""
+    keys = [k for k in grid if k != "min_size"] + (["min_size"] if "min_size" in grid else [])
     seen = set()
     for values in itertools.product(*(grid[k] for k in keys)):
         chosen = dict(zip(keys, values, strict=True))
-        if chosen.get("method") == "components":
-            chosen.pop("seed_threshold", None)  # no markers: one candidate, not three
+        if chosen.get("method") == "components" or not seeded:
+            chosen.pop("seed_threshold", None)  # no interior map: the value changes nothing
         parameters = InstanceParameters(**chosen)
         if parameters not in seen:
             seen.add(parameters)
@@ -245,12 +245,18 @@ def choose_parameters(
             )
         )
     best, best_score = None, -math.inf
-    for parameters in _grid(grid):
+    shared_key, shared = None, []
+    for parameters in _grid(grid, seeded=interior_class is not None):
+        key = replace(parameters, min_size=0)
+        if key != shared_key:  # the objects before the size filter, once per key
+            shared_key = key
+            shared = [
+                instances_from_probabilities(p, key, interior_class=interior_class)
+                for p in probabilities
+            ]
         scores = [
-            mean_average_precision(
-                target, instances_from_probabilities(p, parameters, interior_class=interior_class)
-            )
-            for p, target in zip(probabilities, targets, strict=True)
+            mean_average_precision(target, _drop_small(objects, parameters.min_size))
+            for objects, target in zip(shared, targets, strict=True)
         ]
         finite = [s for s in scores if not math.isnan(s)]
         score = float(np.mean(finite)) if finite else math.nan

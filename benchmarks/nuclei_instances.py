@@ -1,0 +1,127 @@
+"""Benchmark: from pixels to objects on touching nuclei — three targets, two post-processings.
+
+Trains one U-Net (``configs/nuclei_weightmap.toml``) three times with the same seed, data and
+time budget: plain cross entropy on background / object, cross entropy weighted by the U-Net
+weight map, and cross entropy on background / interior / boundary (``data.instance_target =
+"three_class"``). Each run's last checkpoint is post-processed two ways, by connected
+components and by marker-controlled watershed (seeded from the interior class, or from
+distance peaks), each with its parameters chosen on the validation split as training does
+(:func:`pixelwise.instances.choose_parameters`), and scored on that split with
+:func:`pixelwise.inference.instances.evaluate_instances`: the Data Science Bowl score, F1 at
+IoU 0.5, merges, splits and the touching pairs kept apart. The same split chooses and scores,
+as the product chooses on its validation split: the scores are of the best parameters found,
+which the table says.
+
+    .venv/bin/python benchmarks/nuclei_instances.py --minutes 30 --jobs 3
+
+Writes ``OUT/nuclei_instances.json``, ``OUT/hardest.png`` (the image the best pipeline scores
+worst: the image, the true nuclei and each pipeline's objects with their contours) and the run
+folders under ``OUT/runs/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+import _runs
+from pixelwise import load_model
+from pixelwise.engine.instances import validation_probabilities
+from pixelwise.inference import evaluation_dataset
+from pixelwise.inference.instances import evaluate_instances, instance_labels
+from pixelwise.inference.predict import contour_overlay, objects_of
+from pixelwise.inference.tiling import predict as predict_tiled
+from pixelwise.instances import GRID, choose_parameters
+
+NAME = "nuclei_instances"
+CONFIG = _runs.ROOT / "configs" / "nuclei_weightmap.toml"
+TARGETS = {
+    "cross_entropy": ["loss.name=ce"],
+    "weight_map": [],
+    "three_class": ["loss.name=ce", "data.instance_target=three_class", "data.weights=false"],
+}
+SMOKE = [
+    "model.options={depth=2, base_width=4, padding='same', batch_norm=true}",
+    "data.crop_size=64",
+    "data.elastic_std=0.0",
+    "train.val_every=1",
+    "train.overlays=0",
+]
+KEYS = ("dsb_score", "f1", "merges", "splits", "touching_kept_apart")
+SMOKE_GRID = {"threshold": [0.5], "seed_threshold": [0.7], "min_size": [16]}  # one candidate
+
+
+def score_pipelines(run_dir: object, smoke: bool) -> dict[str, dict]:
+    """Components and watershed for one run: parameters chosen on, and scores of, the
+    validation split."""
+    path = run_dir / "last.pt"
+    segmenter = load_model(path)
+    dataset = evaluation_dataset(segmenter.checkpoint.config["data"], "val")
+    probabilities, targets, interior = validation_probabilities(path, dataset)
+    results = {}
+    for method in ("components", "watershed"):
+        grid = {**(SMOKE_GRID if smoke else GRID), "method": [method]}
+        chosen, _ = choose_parameters(probabilities, targets, interior_class=interior, grid=grid)
+        settings = {**chosen.to_dict(), "interior_class": interior, "score": None}
+        results[method] = evaluate_instances(segmenter, dataset, settings)
+    return results
+
+
+def hardest_overlay(runs: dict, results: dict, out: object) -> str:
+    """Draw the validation image the best pipeline scores worst; returns its name."""
+    best = max(
+        ((label, method) for label in results for method in results[label]),
+        key=lambda key: results[key[0]][key[1]]["dsb_score"],
+    )
+    per_image = results[best[0]][best[1]]["per_image"]
+    worst = min(range(len(per_image)), key=lambda i: per_image[i]["dsb_score"])
+    panels = []
+    for label, run in runs.items():
+        segmenter = load_model(run.run_dir / "last.pt")
+        dataset = evaluation_dataset(segmenter.checkpoint.config["data"], "val")
+        image = dataset[worst]["image"]
+        if not panels:
+            panels.append(contour_overlay(image, np.zeros(image.shape[-2:], np.int32)))
+            panels.append(contour_overlay(image, instance_labels(dataset, worst)))
+        with torch.no_grad():
+            logits = predict_tiled(segmenter, image, tile=512)
+        for method in results[label]:
+            panels.append(
+                contour_overlay(image, objects_of(logits, results[label][method]["settings"]))
+            )
+    Image.fromarray(np.concatenate(panels, axis=1)).save(out / "hardest.png")
+    return per_image[worst]["name"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _runs.parse_args(NAME, "nuclei", __doc__.splitlines()[0], argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    common = _runs.common_overrides(args, SMOKE)
+    runs_overrides = {label: [*common, *extra] for label, extra in TARGETS.items()}
+    runs = _runs.runs_for(args, NAME, runs_overrides, CONFIG)
+    results = {label: score_pipelines(run.run_dir, args.smoke) for label, run in runs.items()}
+    hardest = hardest_overlay(runs, results, args.out)
+    report = {
+        **_runs.report_header(NAME, args, argv, CONFIG, runs_overrides),
+        "train": {label: run.summary() for label, run in runs.items()},
+        "results": results,
+        "hardest": hardest,
+    }
+    path = _runs.write_json(args.out / f"{NAME}.json", report)
+    print(f"nuclei, {args.minutes:g} min each, jobs {args.jobs}; hardest image {hardest}")
+    rows = [
+        [label, method, *(results[label][method][key] for key in KEYS)]
+        for label in results
+        for method in results[label]
+    ]
+    _runs.print_table(["target", "objects by", *KEYS], rows)
+    print(f"wrote {path} and {args.out / 'hardest.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
