@@ -146,3 +146,16 @@ def test_pretrained_smoke(tmp_path):
         options[label] = "encoder_weights" in config
         assert 'encoder = "efficientnet_lite0"' in config
     assert options == {"imagenet": True, "scratch": False}
+
+
+def test_nuclei_instances_smoke(tmp_path):
+    data_set("nuclei")
+    report = run_script("nuclei_instances", tmp_path)
+    assert set(report["results"]) == {"cross_entropy", "weight_map", "three_class"}
+    for pipelines in report["results"].values():
+        assert set(pipelines) == {"components", "watershed"}
+        for result in pipelines.values():
+            assert 0 <= result["dsb_score"] <= 1 and result["num_images"] > 0
+    assert (tmp_path / "hardest.png").stat().st_size > 0
+    (run,) = (tmp_path / "runs" / "three_class").iterdir()
+    assert 'instance_target = "three_class"' in (run / "config.toml").read_text()
