@@ -26,24 +26,22 @@ def blob_folder(root, count: int = 6, size: int = 48):
     return root
 
 
-def test_a_three_class_run_records_its_instance_post_processing(tmp_path):
-    data = blob_folder(tmp_path / "data")
+def train_run(tmp_path, data, *, epochs: int, data_keys: str):
+    """``pixelwise train`` of a small U-Net on the instance folder ``data``; its run folder."""
     config = tmp_path / "run.toml"
     config.write_text(
         f"""
 [data]
 layout = "instances"
 root = "{data}"
-instance_target = "three_class"
-boundary_width = 1
-val_fraction = 0.34
+{data_keys}
 [model]
 name = "unet"
 options = {{ depth = 2, base_width = 4 }}
 [loss]
 name = "ce"
 [train]
-epochs = 2
+epochs = {epochs}
 batch_size = 2
 overlays = 0
 device = "cpu"
@@ -51,6 +49,13 @@ device = "cpu"
     )
     assert main(["train", str(config), "--out-dir", str(tmp_path / "runs")]) == 0
     (run,) = (tmp_path / "runs").iterdir()
+    return run
+
+
+def test_a_three_class_run_records_its_instance_post_processing(tmp_path):
+    data = blob_folder(tmp_path / "data")
+    keys = 'instance_target = "three_class"\nboundary_width = 1\nval_fraction = 0.34'
+    run = train_run(tmp_path, data, epochs=2, data_keys=keys)
     for name in ("best.pt", "last.pt", "best.safetensors"):
         chosen = load_checkpoint(run / name).instances
         assert chosen is not None, name
@@ -67,27 +72,7 @@ def test_predict_instances_writes_labels_that_read_back_exactly(tmp_path, capsys
     from pixelwise.inference.tiling import predict as predict_tiled
 
     data = blob_folder(tmp_path / "data", count=4)
-    config = tmp_path / "run.toml"
-    config.write_text(
-        f"""
-[data]
-layout = "instances"
-root = "{data}"
-val_fraction = 0.25
-[model]
-name = "unet"
-options = {{ depth = 2, base_width = 4 }}
-[loss]
-name = "ce"
-[train]
-epochs = 1
-batch_size = 2
-overlays = 0
-device = "cpu"
-"""
-    )
-    assert main(["train", str(config), "--out-dir", str(tmp_path / "runs")]) == 0
-    (run,) = (tmp_path / "runs").iterdir()
+    run = train_run(tmp_path, data, epochs=1, data_keys="val_fraction = 0.25")
     out = tmp_path / "out"
     argv = ["predict", str(run / "best.pt"), str(data / "images" / "0.png"), "--out", str(out)]
     assert main([*argv, "--instances"]) == 0
@@ -109,27 +94,7 @@ def test_evaluate_instances_scores_objects_against_the_label_files(tmp_path, cap
     import json
 
     data = blob_folder(tmp_path / "data", count=4)
-    config = tmp_path / "run.toml"
-    config.write_text(
-        f"""
-[data]
-layout = "instances"
-root = "{data}"
-val_fraction = 0.25
-[model]
-name = "unet"
-options = {{ depth = 2, base_width = 4 }}
-[loss]
-name = "ce"
-[train]
-epochs = 1
-batch_size = 2
-overlays = 0
-device = "cpu"
-"""
-    )
-    assert main(["train", str(config), "--out-dir", str(tmp_path / "runs")]) == 0
-    (run,) = (tmp_path / "runs").iterdir()
+    run = train_run(tmp_path, data, epochs=1, data_keys="val_fraction = 0.25")
     capsys.readouterr()
     argv = ["evaluate", str(run / "best.pt"), str(data), "--split", "all", "--instances"]
     assert main([*argv, "--json"]) == 0
