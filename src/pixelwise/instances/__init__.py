@@ -1,4 +1,4 @@
-"""Instances: from class probabilities to one label per object (issue: touching nuclei)."""
+"""Instances: from class probabilities to one label per object, touching objects apart."""
 
 from pixelwise.instances.postprocess import (
     GRID,
