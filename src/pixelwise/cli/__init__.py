@@ -4,7 +4,7 @@ One module per command family adds its own subcommands (``add_parser``):
 :mod:`~pixelwise.cli.tools` (models, shapes, weightmap), :mod:`~pixelwise.cli.checkpoint`
 (evaluate, predict, info, export), :mod:`~pixelwise.cli.data` (check-data),
 :mod:`~pixelwise.cli.plan` (plan),
-:mod:`~pixelwise.cli.train` and :mod:`~pixelwise.cli.stylize`. The commands import torch and
+:mod:`~pixelwise.cli.train`, :mod:`~pixelwise.cli.stylize` and :mod:`~pixelwise.cli.serve`. The commands import torch and
 the library when they run, so ``pixelwise --help`` and ``--version`` start without them.
 
 Errors raised at the library's public boundary (ValueError, TypeError, FileNotFoundError)
@@ -21,13 +21,13 @@ import sys
 from collections.abc import Sequence
 
 from pixelwise import __version__
-from pixelwise.cli import checkpoint, data, plan, stylize, tools, train
+from pixelwise.cli import checkpoint, data, plan, serve, stylize, tools, train
 from pixelwise.cli._format import count_parameters, parse_option
 from pixelwise.cli.train import _TrainBars
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 # In the order `pixelwise --help` lists them.
-_COMMANDS = (tools, checkpoint, data, plan, train, stylize)
+_COMMANDS = (tools, checkpoint, data, plan, train, stylize, serve)
 
 __all__ = ["USER_ERRORS", "_TrainBars", "build_parser", "count_parameters", "main", "parse_option"]
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from pixelwise.cli._format import (
     bar_progress,
     config_text,
-    count_parameters,
     device,
     print_metrics,
     score,
@@ -115,17 +114,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         collect_images,
         instance_settings,
         mask_encoding,
+        parse_shard,
         plan_outputs,
         predict_file,
+        shard_images,
     )
     from pixelwise.report.palette import check_alpha
 
     check_alpha(args.alpha)
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    images = collect_images(args.images)
+    if shard is not None:
+        chosen = shard_images(images, *shard)
+        print(f"shard {shard[0]}/{shard[1]}: {len(chosen)} of {len(images)} image(s)")
+        images = chosen
     segmenter = _optimized(args)
     encoding = mask_encoding(segmenter, args.mask_format)  # refused before anything is written
     instances = instance_settings(segmenter) if args.instances else None
     plan = plan_outputs(
-        collect_images(args.images),
+        images,
         args.out,
         overwrite=args.overwrite,
         skip_existing=args.skip_existing,
@@ -205,19 +212,6 @@ def _report_predictions(
     return 0
 
 
-def _parameters(checkpoint: object) -> str:
-    """The parameter count: of the rebuilt model when the registry can rebuild it, else of the
-    saved weights (buffers such as batch-norm statistics left out by name)."""
-    from pixelwise.engine.checkpoint import build_model  # at call time: start-up without torch
-
-    if checkpoint.model_name is not None:
-        return f"{count_parameters(build_model(checkpoint)):,}"
-    buffers = ("running_mean", "running_var", "num_batches_tracked")
-    weights = checkpoint.state_dict.items()
-    count = sum(v.numel() for k, v in weights if not k.endswith(buffers))
-    return f"{count:,} (in the saved weights)"
-
-
 def _scale_text(scale: float) -> str:
     if scale == 1:
         return "1 (images as they are)"
@@ -226,22 +220,24 @@ def _scale_text(scale: float) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from pixelwise._toml import flatten  # at call time: start-up without torch
-    from pixelwise.engine.checkpoint import load_checkpoint
+    from pixelwise.engine.checkpoint import checkpoint_summary, load_checkpoint
 
     checkpoint = load_checkpoint(args.checkpoint)
-    norm = checkpoint.normalisation
-    model = checkpoint.model_name or f"{checkpoint.model_class} (not in the registry)"
+    summary = checkpoint_summary(checkpoint)
+    norm = summary["normalisation"]
+    model = summary["model"] or f"{summary['model_class']} (not in the registry)"
+    counted = "" if summary["parameters_of"] == "model" else " (in the saved weights)"
     rows = (
         ("checkpoint", args.checkpoint),
         ("model", model),
         ("model args", ", ".join(f"{k}={v!r}" for k, v in checkpoint.model_args.items())),
-        ("parameters", _parameters(checkpoint)),
-        ("classes", f"{checkpoint.num_classes}: " + ", ".join(checkpoint.class_names)),
-        ("ignore_index", checkpoint.ignore_index),
+        ("parameters", f"{summary['parameters']:,}{counted}"),
+        ("classes", f"{summary['num_classes']}: " + ", ".join(summary["class_names"])),
+        ("ignore_index", summary["ignore_index"]),
         ("normalisation", f"mean {norm['mean']}, std {norm['std']}" if norm else "none"),
-        ("input scale", _scale_text(checkpoint.input_scale)),
-        ("epoch", checkpoint.epoch),
-        ("training state", "saved (resumable)" if checkpoint.training else "none"),
+        ("input scale", _scale_text(summary["input_scale"])),
+        ("epoch", summary["epoch"]),
+        ("training state", "saved (resumable)" if summary["resumable"] else "none"),
     )
     for label, value in rows:
         print(f"{label.ljust(15)}{value}")
@@ -360,6 +356,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--tta", action="store_true", help="average over flips and 90° rotations (8 transforms)"
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="predict only shard I of N (0 <= I < N), chosen from each file name alone, so N "
+        "jobs (a job array, xargs -P, Ray, Dask) together predict every image exactly once",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(

@@ -480,6 +480,42 @@ def build_model(checkpoint: Checkpoint, *, device: str | torch.device = "cpu") -
     return model.to(device).eval()
 
 
+def checkpoint_summary(checkpoint: Checkpoint) -> dict[str, object]:
+    """What ``pixelwise info`` shows (and ``pixelwise serve`` answers at ``/model``), as plain
+    JSON values: the file, model and its arguments, parameter count, classes, ignore index,
+    normalisation, input scale, epoch, whether training state is saved, metrics and config.
+
+    The parameter count is of the rebuilt model when the registry can rebuild it
+    (``parameters_of = "model"``), else of the saved weights, buffers such as batch-norm
+    statistics left out by name (``"weights"``).
+    """
+    if checkpoint.model_name is not None:
+        parameters = sum(p.numel() for p in build_model(checkpoint).parameters())
+        counted = "model"
+    else:
+        buffers = ("running_mean", "running_var", "num_batches_tracked")
+        weights = checkpoint.state_dict.items()
+        parameters = sum(v.numel() for k, v in weights if not k.endswith(buffers))
+        counted = "weights"
+    return {
+        "checkpoint": checkpoint.path,
+        "model": checkpoint.model_name,
+        "model_class": checkpoint.model_class,
+        "model_args": plain(checkpoint.model_args),
+        "parameters": int(parameters),
+        "parameters_of": counted,
+        "num_classes": checkpoint.num_classes,
+        "class_names": list(checkpoint.class_names),
+        "ignore_index": checkpoint.ignore_index,
+        "normalisation": plain(checkpoint.normalisation),
+        "input_scale": checkpoint.input_scale,
+        "epoch": checkpoint.epoch,
+        "resumable": checkpoint.training is not None,
+        "metrics": plain(checkpoint.metrics),
+        "config": plain(checkpoint.config),
+    }
+
+
 def _training_encoding(config: Mapping) -> object:
     """The mask encoding the checkpoint's ``[data]`` table declares, as written (built when
     first used); None without a ``[data]`` table that declares one."""

@@ -14,6 +14,7 @@ from pixelwise.inference.predict import (
     covering_input_size,
     instance_settings,
     mask_encoding,
+    parse_shard,
     plan_outputs,
     predict_file,
     predict_logits,
@@ -21,6 +22,8 @@ from pixelwise.inference.predict import (
     prediction_paths,
     read_image_file,
     save_prediction,
+    shard_images,
+    shard_of,
     whole_image_logits,
 )
 from pixelwise.inference.segmenter import Segmenter, as_segmenter
@@ -42,6 +45,7 @@ __all__ = [
     "instance_settings",
     "mask_encoding",
     "output_margin",
+    "parse_shard",
     "plan_outputs",
     "plan_tiles",
     "predict",
@@ -51,5 +55,7 @@ __all__ = [
     "prediction_paths",
     "read_image_file",
     "save_prediction",
+    "shard_images",
+    "shard_of",
     "whole_image_logits",
 ]

@@ -20,6 +20,7 @@ a palette, so that it can go back into a ``masks/`` folder), or as class indices
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -145,6 +146,46 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
             )
         stems[path.stem] = path
     return list(stems.values())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` (``--shard``) as ``(i, N)``, with 0 ≤ i < N.
+
+    Raises:
+        ValueError: anything else, in one line.
+    """
+    parts = str(text).split("/")
+    if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+        index, count = (int(p) for p in parts)
+        if count >= 1 and 0 <= index < count:
+            return index, count
+    raise ValueError(
+        message(
+            "--shard",
+            "be i/N with 0 <= i < N (e.g. 0/4 … 3/4 for four jobs)",
+            repr(text),
+        )
+    )
+
+
+def shard_of(image: str | Path, count: int) -> int:
+    """The shard (0 … count-1) an image belongs to: from the SHA-256 of its file name's stem
+    alone, so that it does not depend on the order, the folder it was found in, the machine,
+    or which other images exist (a job that starts later over a folder that has grown still
+    agrees with the others about every image they share)."""
+    digest = hashlib.sha256(Path(image).stem.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def shard_images(images: Sequence[Path], index: int, count: int) -> list[Path]:
+    """The images of shard ``index`` of ``count`` (:func:`shard_of`), in their order. The
+    shards are disjoint and together hold every image; outputs are named after the stems,
+    which :func:`collect_images` makes unique, so shards never write the same file."""
+    if not (isinstance(count, int) and count >= 1 and isinstance(index, int)) or not (
+        0 <= index < count
+    ):
+        raise ValueError(message("shard", "be i of N with 0 <= i < N", f"{index} of {count}"))
+    return [image for image in images if shard_of(image, count) == index]
 
 
 def prediction_paths(image: Path, out_dir: Path, instances: bool = False) -> dict[str, Path]:
