@@ -67,6 +67,7 @@ def test_every_command_is_registered_once():
         "bakeoff",
         "train",
         "stylize",
+        "serve",
     ]
 
 
