@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pixelwise.cli import main
@@ -52,10 +53,13 @@ device = "cpu"
     return run
 
 
-def test_a_three_class_run_records_its_instance_post_processing(tmp_path):
+def test_a_three_class_run_records_its_instance_post_processing(tmp_path, capsys):
     data = blob_folder(tmp_path / "data")
     keys = 'instance_target = "three_class"\nboundary_width = 1\nval_fraction = 0.34'
+    capsys.readouterr()
     run = train_run(tmp_path, data, epochs=2, data_keys=keys)
+    printed = capsys.readouterr().out
+    assert "objects (best.pt): " in printed and "chosen on the validation split" in printed
     for name in ("best.pt", "last.pt", "best.safetensors"):
         chosen = load_checkpoint(run / name).instances
         assert chosen is not None, name
@@ -109,3 +113,15 @@ def test_evaluate_instances_scores_objects_against_the_label_files(tmp_path, cap
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Data Science Bowl score" in printed and "touching pairs kept apart" in printed
+
+
+def test_a_damaged_interior_class_is_one_line_not_an_index_error():
+    import torch
+
+    from pixelwise.inference.predict import objects_of
+    from pixelwise.instances import InstanceParameters
+
+    logits = torch.zeros(3, 8, 8)
+    settings = {**InstanceParameters().to_dict(), "interior_class": 7}
+    with pytest.raises(ValueError, match=r"interior_class must be a class index below .* 3"):
+        objects_of(logits, settings)

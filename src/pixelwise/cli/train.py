@@ -222,6 +222,20 @@ def _print_result(result: object) -> None:
         )
     if result.stopped_by == "interrupted":
         print(f"resume with: pixelwise train --resume {result.last_path}")
+    _print_instances(result)
+
+
+def _print_instances(result: object) -> None:
+    """After an instance run: the post-processing recorded in the best checkpoint."""
+    from pixelwise.cli.checkpoint import _instances_text
+    from pixelwise.engine.checkpoint import load_checkpoint
+
+    best = getattr(result, "best_path", None)
+    if best is None or not best.is_file():
+        return
+    recorded = load_checkpoint(best).instances
+    if recorded:
+        print(f"objects ({best.name}): {_instances_text(recorded)}")
 
 
 def _planned(args: argparse.Namespace) -> tuple[dict | None, str | None]:

@@ -398,6 +398,18 @@ def objects_of(logits: torch.Tensor, settings: Mapping[str, object]) -> np.ndarr
     parameters = InstanceParameters(**{k: v for k, v in settings.items() if k in fields})
     probabilities = torch.softmax(logits.float(), dim=0).cpu().numpy()
     interior = settings.get("interior_class")
+    classes = probabilities.shape[0]
+    if interior is not None and not (
+        isinstance(interior, int) and not isinstance(interior, bool) and 0 <= interior < classes
+    ):
+        raise ValueError(
+            message(
+                "the recorded instances.interior_class",
+                f"be a class index below the model's {classes} classes",
+                repr(interior),
+                "the checkpoint is damaged: train again, or predict without --instances",
+            )
+        )
     return instances_from_probabilities(
         probabilities, parameters, interior_class=None if interior is None else int(interior)
     )
