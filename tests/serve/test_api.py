@@ -208,6 +208,13 @@ def test_wrong_channels_are_422(client):
     assert "3 channel(s)" in text and "got 1" in text
 
 
+def test_rgba_is_read_as_rgb_as_files_are(client):
+    rgb = picture(seed=8)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    answer = post(client, png(rgba))
+    assert answer.status_code == 200 and answer.content == post(client, png(rgb)).content
+
+
 def test_bad_query_options_are_400_all_at_once(client):
     text = one_line(post(client, png(picture()), "?format=gif&alpha=3&instances=maybe"), 400)
     assert "format must be one of" in text and "alpha" in text and "instances" in text

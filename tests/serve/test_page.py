@@ -161,3 +161,28 @@ def test_the_page_shows_a_refusal_in_one_line(server, browser):
     status = browser.find_element(By.ID, "status")
     WebDriverWait(browser, 30).until(lambda b: "422" in status.text)
     assert "3 channel(s)" in status.text and status.get_attribute("class") == "error"
+
+
+DROP = """
+const [b64, name] = arguments;
+const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+const transfer = new DataTransfer();
+transfer.items.add(new File([bytes], name, { type: "image/png" }));
+document.getElementById("drop").dispatchEvent(
+  new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true })
+);
+"""
+
+
+def test_dropping_an_image_on_the_page_predicts_it(server, browser):
+    import base64
+
+    url, folder = server
+    pixels = np.random.default_rng(4).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    image = folder / "dropped.png"
+    Image.fromarray(pixels).save(image)
+    browser.get(url)
+    browser.execute_script(DROP, base64.b64encode(image.read_bytes()).decode(), "dropped.png")
+    status = browser.find_element(By.ID, "status")
+    WebDriverWait(browser, 30).until(lambda b: "dropped.png: 56 × 40 pixels" in status.text)
+    assert canvas(browser).shape == (40, 56, 3)

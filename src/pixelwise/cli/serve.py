@@ -39,13 +39,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         queue=args.queue,
         tile=args.tile,
     )
+    import torch
+
+    # Each worker's operators get an equal share of the cores, not all of them each.
+    torch.set_num_threads(max(1, torch.get_num_threads() // settings.workers))
     segmenter = load_for_serving(args.checkpoint, device(args.device))
     app = create_app(segmenter, settings, name=str(args.checkpoint))
     where = "localhost only" if _is_loopback(args.host) else "reachable from the network"
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
         f"serving {args.checkpoint} on http://{host}:{args.port}/ ({where}; "
-        f"{settings.workers} worker(s), {settings.queue} waiting at most, "
+        f"{settings.workers} worker(s) of {torch.get_num_threads()} thread(s), "
+        f"{settings.queue} waiting at most, "
         f"uploads up to {args.max_upload_mb:g} MB)"
     )
     if where == "localhost only":

@@ -210,6 +210,9 @@ class BoundedPool:
 def decode_image(data: bytes, name: str, channels: int | None) -> torch.Tensor:
     """The uploaded bytes as a float image in [0, 1], read as ``pixelwise predict`` reads files.
 
+    Alpha is dropped as the file reader drops it (an RGBA screenshot is RGB); any other
+    channel count than the model's is refused.
+
     Raises:
         Refused: 400 for bytes that are not a readable image (or a truncated one), 422 for
             channels other than ``channels``.
