@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 
 import pytest
@@ -304,3 +305,13 @@ def test_instance_data_whose_objects_touch_trains_a_boundary_class():
     assert choose(apart, speeds(0.5, 1.0, 4.0), 15).tables["data"]["instance_target"] == "semantic"
     # Not instance data: no such key.
     assert "instance_target" not in choose(fp(), speeds(0.5, 1.0, 4.0), 15).tables["data"]
+
+
+def test_a_single_measured_candidate_is_named_as_such_not_as_the_widest():
+    (only,) = [c for c in candidates(fp()) if c.label == "unet w16"]
+    plan = choose(fp(), speeds(0.5, 1.0, 4.0), 15, options=[only])
+    reason = plan.reasons["model.name"]
+    expected = (
+        r"unet w16: the one configuration measured; it trains ≈[\d,]+ iterations in 15 min here"
+    )
+    assert re.fullmatch(expected, reason), reason

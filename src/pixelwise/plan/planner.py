@@ -358,7 +358,7 @@ def choose(
         "data.val_fraction": split_reason,
         "data.hflip": augmentation_reason,
         "data.crop_size": _crop_reason(fp, chosen.crop, scale),
-        "model.name": _model_reason(chosen, iterations, minutes),
+        "model.name": _model_reason(chosen, iterations, minutes, len(options)),
         "loss.name": loss_reason,
         "optim.name": "Adam at 1e-3",
         "schedule.name": "poly decay over the time budget: the rate reaches 0 as time runs out",
@@ -420,7 +420,12 @@ def _scale_reason(fp: Fingerprint, scale: float, minutes: float) -> str:
     )
 
 
-def _model_reason(chosen: Candidate, iterations: int, minutes: float) -> str:
+def _model_reason(chosen: Candidate, iterations: int, minutes: float, measured: int = 2) -> str:
+    if measured == 1:  # e.g. a bake-off entry: nothing was chosen between widths
+        return (
+            f"{chosen.label}: the one configuration measured; it trains ≈{iterations:,} "
+            f"iterations in {minutes:g} min here"
+        )
     if "encoder" in chosen.options:
         return (
             f"{chosen.label} with ImageNet weights (pixelwise[pretrained]): a pretrained "
