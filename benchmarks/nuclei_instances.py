@@ -1,9 +1,12 @@
-"""Benchmark: from pixels to objects on touching nuclei — three targets, two post-processings.
+"""Benchmark: from pixels to objects on touching nuclei — four recipes, two post-processings.
 
 Trains one U-Net (``configs/nuclei_weightmap.toml``) three times with the same seed, data and
 time budget: plain cross entropy on background / object, cross entropy weighted by the U-Net
-weight map, and cross entropy on background / interior / boundary (``data.instance_target =
-"three_class"``). Each run's last checkpoint is post-processed two ways, by connected
+weight map (today's shipped pipeline), and cross entropy on background / interior / boundary
+(``data.instance_target = "three_class"``); and a fourth run, ``planned``, trains what
+``pixelwise train DATA`` trains — the plan ``pixelwise plan`` writes for the folder and budget
+on this machine (it picks the target from how many objects touch) — on the same validation
+split as the others. ``--arms`` picks some of the four (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
 distance peaks), each with its parameters chosen on the validation split as training does
 (:func:`pixelwise.instances.choose_parameters`), and scored on that split with
@@ -13,6 +16,8 @@ as the product chooses on its validation split: the scores are of the best param
 which the table says.
 
     .venv/bin/python benchmarks/nuclei_instances.py --minutes 30 --jobs 3
+    .venv/bin/python benchmarks/nuclei_instances.py --minutes 30 --jobs 3 \
+        --arms weight_map,three_class,planned
 
 Writes ``OUT/nuclei_instances.json``, ``OUT/hardest.png`` (the image the best pipeline scores
 worst: the image, the true nuclei and each pipeline's objects with their contours) and the run
@@ -29,6 +34,7 @@ import torch
 from PIL import Image
 
 import _runs
+import planned
 from pixelwise import load_model
 from pixelwise.engine.instances import validation_probabilities
 from pixelwise.inference import evaluation_dataset
@@ -51,6 +57,18 @@ SMOKE = [
     "train.val_every=1",
     "train.overlays=0",
 ]
+ARMS = (*TARGETS, "planned")
+
+
+def planned_smoke(plan: object) -> list[str]:
+    """--smoke for the planned run: a tiny version of whichever model the plan chose."""
+    import tomllib
+
+    options = tomllib.loads(plan.read_text()).get("model", {}).get("options", {})
+    tiny = ["model.options={base_width=4}"] if "encoder" in options else SMOKE[:1]
+    return [*tiny, *SMOKE[1:], "train.batch_size=2"]
+
+
 KEYS = ("dsb_score", "f1", "merges", "splits", "touching_kept_apart")
 SMOKE_GRID = {"threshold": [0.5], "seed_threshold": [0.7], "min_size": [16]}  # one candidate
 
@@ -97,16 +115,51 @@ def hardest_overlay(runs: dict, results: dict, out: object) -> str:
     return per_image[worst]["name"]
 
 
+def split_arms(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """``--arms a,b`` taken out of ``argv``: (the arms, the other arguments)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    arms = list(ARMS)
+    for i, text in enumerate(argv):
+        if text == "--arms" or text.startswith("--arms="):
+            value = text.partition("=")[2] if "=" in text else (argv[i + 1 : i + 2] or [""])[0]
+            del argv[i : i + (1 if "=" in text else 2)]
+            arms = [a.strip() for a in value.split(",") if a.strip()]
+            break
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise SystemExit(
+            f"--arms: choose from {', '.join(ARMS)}; got {', '.join(unknown) or 'none'}"
+        )
+    return arms, argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    arms, argv = split_arms(argv)
     args = _runs.parse_args(NAME, "nuclei", __doc__.splitlines()[0], argv)
     args.out.mkdir(parents=True, exist_ok=True)
     common = _runs.common_overrides(args, SMOKE)
-    runs_overrides = {label: [*common, *extra] for label, extra in TARGETS.items()}
-    runs = _runs.runs_for(args, NAME, runs_overrides, CONFIG)
+    runs_overrides = {label: [*common, *TARGETS[label]] for label in arms if label in TARGETS}
+    configs = dict.fromkeys(runs_overrides, CONFIG)
+    plan_seconds = None
+    if "planned" in arms:
+        plan, plan_seconds = _runs.plan(args) if not args.rescore else (args.out / "plan.toml", 0.0)
+        smoke = planned_smoke(plan) if args.smoke else []
+        split = planned.shipped_split(CONFIG)  # scored on the same validation images
+        runs_overrides["planned"] = [
+            *_runs.budget_overrides(args.minutes),
+            *split,
+            *smoke,
+            *args.set,
+        ]
+        configs["planned"] = plan
+    runs = _runs.runs_for(args, NAME, runs_overrides, configs)
     results = {label: score_pipelines(run.run_dir, args.smoke) for label, run in runs.items()}
     hardest = hardest_overlay(runs, results, args.out)
     report = {
         **_runs.report_header(NAME, args, argv, CONFIG, runs_overrides),
+        "arms": arms,
+        "plan": (args.out / "plan.toml").read_text() if "planned" in arms else None,
+        "plan_seconds": plan_seconds,
         "train": {label: run.summary() for label, run in runs.items()},
         "results": results,
         "hardest": hardest,

@@ -150,8 +150,10 @@ def test_pretrained_smoke(tmp_path):
 
 def test_nuclei_instances_smoke(tmp_path):
     data_set("nuclei")
-    report = run_script("nuclei_instances", tmp_path)
-    assert set(report["results"]) == {"cross_entropy", "weight_map", "three_class"}
+    report = run_script("nuclei_instances", tmp_path, "--arms", "weight_map,three_class,planned")
+    assert set(report["results"]) == {"weight_map", "three_class", "planned"}
+    assert report["arms"] == ["weight_map", "three_class", "planned"]
+    assert "[data]" in report["plan"] and report["plan_seconds"] > 0
     for pipelines in report["results"].values():
         assert set(pipelines) == {"components", "watershed"}
         for result in pipelines.values():
@@ -159,3 +161,6 @@ def test_nuclei_instances_smoke(tmp_path):
     assert (tmp_path / "hardest.png").stat().st_size > 0
     (run,) = (tmp_path / "runs" / "three_class").iterdir()
     assert 'instance_target = "three_class"' in (run / "config.toml").read_text()
+    (run,) = (tmp_path / "runs" / "planned").iterdir()
+    trained = (run / "config.toml").read_text()
+    assert 'manifest = "manifest.csv"' in trained  # the others' validation split
