@@ -41,6 +41,22 @@ def test_watershed_separates_touching_discs_that_components_merge():
     assert seeded.max() == 2 and mean_average_precision(truth, seeded) > 0.9
 
 
+def test_peak_seeds_split_interiors_joined_by_a_neck_that_region_seeds_keep_as_one():
+    truth = two_touching_discs()
+    foreground = (truth > 0).astype(float)
+    # The interior class under-predicts the boundary between the two: the cores of radius 7
+    # are joined by a 3-pixel neck along the line through both centres.
+    core = disc(truth.shape, (20, 20), 7) | disc(truth.shape, (20, 38), 7)
+    core[19:22, 20:38] = True
+    interior = core.astype(float)
+    regions = watershed_objects(foreground, interior, min_size=0, seeds="regions")
+    assert regions.max() == 1  # one region over the seed threshold: one marker
+    peaks = watershed_objects(foreground, interior, min_size=0, seeds="peaks")
+    assert peaks.max() == 2 and mean_average_precision(truth, peaks) > 0.9
+    with pytest.raises(ValueError, match="seeds must be one of"):
+        InstanceParameters(seeds="corners")
+
+
 def test_a_hole_is_filled_and_a_small_fragment_dropped():
     mask = np.zeros((30, 30), bool)
     mask[5:20, 5:20] = True

@@ -171,7 +171,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _instances_text(settings: dict) -> str:
     """How the objects are made, and where the settings come from, in one line."""
-    seeds = "interior class" if settings.get("interior_class") is not None else "distance peaks"
+    if settings.get("interior_class") is None:
+        seeds = "distance peaks"
+    elif settings.get("seeds") == "peaks":
+        seeds = "peaks of the interior class's regions"
+    else:
+        seeds = "interior class"
     how = (
         f"{settings['method']} (seeds: {seeds})"
         if settings["method"] == "watershed"

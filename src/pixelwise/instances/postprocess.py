@@ -10,8 +10,10 @@ after.
 - :func:`watershed_objects`: marker-controlled watershed (scikit-image) inside the
   foreground. The markers are the connected regions where an *interior* map (the interior
   class's probability of a background / interior / boundary network, or a predicted distance
-  to the background) exceeds ``seed_threshold``; without one, the peaks of the foreground's
-  own distance transform, at least ``min_distance`` apart. Each marker floods the foreground
+  to the background) exceeds ``seed_threshold`` (``seeds="regions"``), or the peaks of that
+  region's distance transform, at least ``min_distance`` apart (``seeds="peaks"``: two
+  interiors still joined by a neck get a marker each); without an interior map, the peaks of
+  the foreground's own distance transform. Each marker floods the foreground
   downhill from its peak, so two touching objects with a seed each come out apart.
 
 :func:`choose_parameters` searches a small grid of these parameters for the best mean Data
@@ -33,11 +35,13 @@ from pixelwise._checks import check_choice, message
 from pixelwise.metrics.objects import mean_average_precision
 
 METHODS = ("components", "watershed")
+SEEDS = ("regions", "peaks")  # watershed markers from an interior map
 # The grid :func:`choose_parameters` searches by default.
 GRID: Mapping[str, Sequence[object]] = {
     "method": METHODS,
     "threshold": (0.4, 0.5, 0.6),
     "seed_threshold": (0.5, 0.7, 0.9),
+    "seeds": SEEDS,
     "min_size": (0, 16, 64),
 }
 
@@ -50,6 +54,9 @@ class InstanceParameters:
         method: ``"components"`` or ``"watershed"``.
         threshold: A pixel is foreground where its foreground probability exceeds this.
         seed_threshold: Watershed markers where the interior map exceeds this.
+        seeds: ``"regions"``: each connected region over ``seed_threshold`` is a marker;
+            ``"peaks"``: the peaks of those regions' distance transform are (see the module
+            docstring).
         min_size: Objects of fewer pixels are dropped (after hole filling).
         min_distance: Without an interior map, the smallest distance between two markers
             (peaks of the foreground's distance transform).
@@ -59,12 +66,14 @@ class InstanceParameters:
     method: str = "watershed"
     threshold: float = 0.5
     seed_threshold: float = 0.7
+    seeds: str = "regions"
     min_size: int = 16
     min_distance: int = 5
     fill_holes: bool = True
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
+        check_choice("seeds", self.seeds, SEEDS)
         for name in ("threshold", "seed_threshold"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0 <= value <= 1):
@@ -128,6 +137,7 @@ def watershed_objects(
     *,
     threshold: float = 0.5,
     seed_threshold: float = 0.7,
+    seeds: str = "regions",
     min_size: int = 16,
     min_distance: int = 5,
     fill_holes: bool = True,
@@ -143,22 +153,14 @@ def watershed_objects(
     Shape:
         foreground, interior: (H, W) -> (H, W) int32, 0 = background, 1 … N.
     """
-    from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
     probability = _check_map(foreground, "foreground").astype(np.float64)
     mask = _foreground(probability, threshold, fill_holes)
+    check_choice("seeds", seeds, SEEDS)
     if interior is None:
         distance = ndimage.distance_transform_edt(mask)
-        # One pass over the whole map (per-region peaks cost a pass per fragment); every
-        # foreground pixel is at distance >= 1, and peaks at the image border count.
-        peaks = peak_local_max(
-            distance, min_distance=max(1, min_distance), threshold_abs=1, exclude_border=False
-        )
-        peak_mask = np.zeros(mask.shape, bool)
-        peak_mask[tuple(peaks.T)] = True
-        # Neighbouring peaks (a flat top) are one marker.
-        markers, _ = ndimage.label(peak_mask, structure=np.ones((3, 3), bool))
+        markers = _distance_peaks(distance, min_distance)
         elevation = -distance
     else:
         inside = _check_map(interior, "interior").astype(np.float64)
@@ -166,7 +168,11 @@ def watershed_objects(
             raise ValueError(
                 message("interior", f"have the foreground's shape {mask.shape}", inside.shape)
             )
-        markers, _ = ndimage.label((inside > seed_threshold) & mask)
+        seeded = (inside > seed_threshold) & mask
+        if seeds == "peaks":
+            markers = _distance_peaks(ndimage.distance_transform_edt(seeded), min_distance)
+        else:
+            markers, _ = ndimage.label(seeded)
         elevation = -inside
     labels = watershed(elevation, markers, mask=mask)
     # Foreground regions without a marker are left unlabelled by the flooding: keep them as
@@ -174,6 +180,22 @@ def watershed_objects(
     rest, _ = ndimage.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
     labels = np.where(rest > 0, rest + labels.max(), labels)
     return _drop_small(labels.astype(np.int64), min_size)
+
+
+def _distance_peaks(distance: np.ndarray, min_distance: int) -> np.ndarray:
+    """Markers at the peaks of a distance map, at least ``min_distance`` apart; neighbouring
+    peaks (a flat top) are one marker. One pass over the whole map (per-region peaks cost a
+    pass per fragment); every region pixel is at distance >= 1, and peaks at the image border
+    count."""
+    from skimage.feature import peak_local_max
+
+    peaks = peak_local_max(
+        distance, min_distance=max(1, min_distance), threshold_abs=1, exclude_border=False
+    )
+    peak_mask = np.zeros(distance.shape, bool)
+    peak_mask[tuple(peaks.T)] = True
+    markers, _ = ndimage.label(peak_mask, structure=np.ones((3, 3), bool))
+    return markers
 
 
 def instances_from_probabilities(
@@ -205,6 +227,7 @@ def instances_from_probabilities(
         interior,
         threshold=parameters.threshold,
         seed_threshold=parameters.seed_threshold,
+        seeds=parameters.seeds,
         min_size=parameters.min_size,
         min_distance=parameters.min_distance,
         fill_holes=parameters.fill_holes,
@@ -220,6 +243,7 @@ def _grid(grid: Mapping[str, Sequence[object]], seeded: bool) -> Iterable[Instan
         chosen = dict(zip(keys, values, strict=True))
         if chosen.get("method") == "components" or not seeded:
             chosen.pop("seed_threshold", None)  # no interior map: the value changes nothing
+            chosen.pop("seeds", None)
         parameters = InstanceParameters(**chosen)
         if parameters not in seen:
             seen.add(parameters)
