@@ -123,12 +123,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_alpha(args.alpha)
     shard = parse_shard(args.shard) if args.shard is not None else None
+    segmenter = _optimized(args)  # the checkpoint is checked first
     images = collect_images(args.images)
     if shard is not None:
         chosen = shard_images(images, *shard)
         print(f"shard {shard[0]}/{shard[1]}: {len(chosen)} of {len(images)} image(s)")
         images = chosen
-    segmenter = _optimized(args)
     encoding = mask_encoding(segmenter, args.mask_format)  # refused before anything is written
     instances = instance_settings(segmenter) if args.instances else None
     plan = plan_outputs(
