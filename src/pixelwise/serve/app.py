@@ -397,55 +397,9 @@ def create_app(
     def refusal(exc: Refused) -> Response:
         return PlainTextResponse(one_line(exc.reason) + "\n", exc.status, headers=exc.headers)
 
-    async def read_upload(request: Request) -> tuple[bytes, str]:
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind == "multipart/form-data":
-            async with request.form(max_files=1, max_fields=8) as form:
-                upload = form.get("image")
-                if upload is None or isinstance(upload, str):
-                    raise Refused(
-                        400,
-                        message(
-                            "the multipart form", "have a file field 'image'", sorted(form.keys())
-                        ),
-                    )
-                return await upload.read(), f"the uploaded image {upload.filename or ''}".strip()
-        if kind and not (kind.startswith("image/") or kind == "application/octet-stream"):
-            raise Refused(
-                415,
-                message(
-                    "the request body",
-                    "be an image (Content-Type image/...) or a multipart form with a file "
-                    "field 'image'",
-                    f"Content-Type {kind}",
-                    "e.g. curl --data-binary @image.png -H 'Content-Type: image/png'",
-                ),
-            )
-        return await request.body(), "the uploaded image"
-
-    def options(request: Request) -> tuple[str, bool, float]:
-        query = request.query_params
-        fmt = query.get("format", "mask").lower()
-        problems = []
-        if fmt not in FORMATS:
-            problems.append(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        instances = query.get("instances", "0").lower()
-        if instances not in ("0", "1", "true", "false", "yes", "no"):
-            problems.append(f"instances must be 0 or 1, got {instances!r}")
-        try:
-            alpha = float(query.get("alpha", settings.alpha))
-            if not 0 <= alpha <= 1:
-                raise ValueError
-        except ValueError:
-            problems.append(f"alpha must be a number in [0, 1], got {query.get('alpha')!r}")
-            alpha = settings.alpha
-        if problems:
-            raise Refused(400, "; ".join(problems))
-        return fmt, instances in ("1", "true", "yes"), alpha
-
     async def predict(request: Request) -> Response:
         try:
-            fmt, instances, alpha = options(request)
+            fmt, instances, alpha = options(request, settings)
             try:
                 data, source = await read_upload(request)
             except _TooLarge:
@@ -488,6 +442,54 @@ def create_app(
     )
     app.state.pool = pool
     return BodyLimit(app, settings.max_bytes)
+
+
+async def read_upload(request: object) -> tuple[bytes, str]:
+    """The uploaded bytes and how to name them: a multipart field ``image`` or the raw body."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=8) as form:
+            upload = form.get("image")
+            if upload is None or isinstance(upload, str):
+                raise Refused(
+                    400,
+                    message("the multipart form", "have a file field 'image'", sorted(form.keys())),
+                )
+            return await upload.read(), f"the uploaded image {upload.filename or ''}".strip()
+    if kind and not (kind.startswith("image/") or kind == "application/octet-stream"):
+        raise Refused(
+            415,
+            message(
+                "the request body",
+                "be an image (Content-Type image/...) or a multipart form with a file "
+                "field 'image'",
+                f"Content-Type {kind}",
+                "e.g. curl --data-binary @image.png -H 'Content-Type: image/png'",
+            ),
+        )
+    return await request.body(), "the uploaded image"
+
+
+def options(request: object, settings: ServeSettings) -> tuple[str, bool, float]:
+    """``format``, ``instances`` and ``alpha`` of a request; every bad one at once (400)."""
+    query = request.query_params
+    fmt = query.get("format", "mask").lower()
+    problems = []
+    if fmt not in FORMATS:
+        problems.append(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    instances = query.get("instances", "0").lower()
+    if instances not in ("0", "1", "true", "false", "yes", "no"):
+        problems.append(f"instances must be 0 or 1, got {instances!r}")
+    try:
+        alpha = float(query.get("alpha", settings.alpha))
+        if not 0 <= alpha <= 1:
+            raise ValueError
+    except ValueError:
+        problems.append(f"alpha must be a number in [0, 1], got {query.get('alpha')!r}")
+        alpha = settings.alpha
+    if problems:
+        raise Refused(400, "; ".join(problems))
+    return fmt, instances in ("1", "true", "yes"), alpha
 
 
 def _lifespan(pool: BoundedPool) -> Callable:
