@@ -42,6 +42,7 @@ from torch import nn
 from pixelwise._checks import message
 from pixelwise.data._io import to_float
 from pixelwise.inference._model import model_in_channels, output_margin, unwrap_model
+from pixelwise.inference.predict import index_dtype
 from pixelwise.inference.tiling import predict as predict_tiled
 
 OUTPUTS = ("mask", "logits")
@@ -196,7 +197,7 @@ def _block(
     core = logits[:, top : height - bottom, left : width - right]
     if kind == "logits":
         return core.permute(1, 2, 0).contiguous().numpy()  # (h', w', K)
-    return core.argmax(dim=0).numpy().astype(np.uint8 if logits.shape[0] <= 256 else np.uint16)
+    return core.argmax(dim=0).numpy().astype(index_dtype(logits.shape[0]))
 
 
 def predict_chunked(
@@ -257,7 +258,7 @@ def predict_chunked(
     else:
         if array.ndim == 3:
             kwargs["drop_axis"] = 2  # (H, W, C) -> (H, W)
-        dtype = np.uint8 if num_classes <= 256 else np.uint16
+        dtype = index_dtype(num_classes)
     da = _dask()
     return da.map_overlap(
         _block,

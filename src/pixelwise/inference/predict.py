@@ -290,6 +290,11 @@ def mask_encoding(model: nn.Module, mask_format: str = "data") -> MaskEncoding |
     return encoding
 
 
+def index_dtype(classes: int) -> type:
+    """The integer type class-index PNGs are written in: 8-bit, 16-bit above 256 classes."""
+    return np.uint8 if classes <= 256 else np.uint16
+
+
 def save_prediction(
     image: torch.Tensor,
     mask: torch.Tensor,
@@ -309,7 +314,7 @@ def save_prediction(
         image: (C, H, W) float in [0, 1]; mask: (H, W) integer classes; palette: (K, 3).
     """
     labels = mask.cpu().numpy()
-    dtype = np.uint8 if len(palette) <= 256 else np.uint16
+    dtype = index_dtype(len(palette))
     picture = image.cpu().numpy().transpose(1, 2, 0)  # (H, W, C)
     # Everything is drawn before the first write, so a bad argument leaves no file behind.
     arrays = {

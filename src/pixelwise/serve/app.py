@@ -50,7 +50,12 @@ from PIL import Image
 
 from pixelwise._checks import message, one_line
 from pixelwise.data._io import read_image
-from pixelwise.inference.predict import contour_overlay, instance_settings, objects_of
+from pixelwise.inference.predict import (
+    contour_overlay,
+    index_dtype,
+    instance_settings,
+    objects_of,
+)
 from pixelwise.inference.segmenter import Segmenter
 from pixelwise.inference.tiling import predict as predict_tiled
 from pixelwise.report.palette import as_rgb8, colorize, overlay
@@ -278,15 +283,20 @@ def class_areas(mask: np.ndarray, segmenter: Segmenter) -> list[dict[str, object
 
 
 def object_table(objects: np.ndarray, mask: np.ndarray) -> list[dict[str, object]]:
-    """Per object label 1 … N: its area and the class most of its pixels have."""
-    table = []
-    for label in range(1, int(objects.max(initial=0)) + 1):
-        inside = objects == label
-        area = int(inside.sum())
-        if area:
-            kind = int(np.bincount(mask[inside]).argmax())
-            table.append({"label": label, "area": area, "class": kind})
-    return table
+    """Per object label 1 … N: its area and the class most of its pixels have (one pass over
+    the image, not one per object)."""
+    labels = objects.ravel().astype(np.int64)
+    classes = int(mask.max(initial=0)) + 1
+    counts = np.bincount(
+        labels * classes + mask.ravel(), minlength=(labels.max(initial=0) + 1) * classes
+    )
+    per_object = counts.reshape(-1, classes)  # (N + 1, K): pixels of each class in each object
+    areas = per_object.sum(axis=1)
+    return [
+        {"label": label, "area": int(areas[label]), "class": int(per_object[label].argmax())}
+        for label in range(1, len(areas))
+        if areas[label]
+    ]
 
 
 class Predictor:
@@ -333,7 +343,7 @@ class Predictor:
 
 
 def _index_array(mask: np.ndarray, classes: int) -> np.ndarray:
-    return mask.astype(np.uint8 if classes <= 256 else np.uint16)
+    return mask.astype(index_dtype(classes))
 
 
 def _b64(data: bytes) -> str:
@@ -346,12 +356,16 @@ def model_summary(segmenter: Segmenter) -> dict[str, object]:
     from pixelwise.engine.checkpoint import checkpoint_summary
 
     checkpoint = segmenter.checkpoint
-    summary = checkpoint_summary(checkpoint) if checkpoint is not None else segmenter.meta()
-    parameters = sum(p.numel() for p in segmenter.network.parameters())
+    if checkpoint is not None:
+        summary = checkpoint_summary(checkpoint)
+    else:
+        summary = {
+            **segmenter.meta(),
+            "parameters": sum(p.numel() for p in segmenter.network.parameters()),
+        }
     return jsonable(
         {
             **summary,
-            "parameters": summary.get("parameters", parameters),
             "in_channels": segmenter.in_channels,
             "palette": [[int(c) for c in colour] for colour in segmenter.palette],
             "instances": instance_settings(segmenter),
