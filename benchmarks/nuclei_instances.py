@@ -6,7 +6,9 @@ weight map (today's shipped pipeline), and cross entropy on background / interio
 (``data.instance_target = "three_class"``); and a fourth run, ``planned``, trains what
 ``pixelwise train DATA`` trains — the plan ``pixelwise plan`` writes for the folder and budget
 on this machine (it picks the target from how many objects touch) — on the same validation
-split as the others. ``--arms`` picks some of the four (default all). Each run's last checkpoint is post-processed two ways, by connected
+split as the others, and ``planned_weight_map``, ``planned_scale``, ``planned_scale_weight_map``
+the same plan with the U-Net weight map, random rescaling (0.6–1.6), or both. ``--arms`` picks
+some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
 distance peaks), each with its parameters chosen on the validation split as training does
 (:func:`pixelwise.instances.choose_parameters`), and scored on that split with
@@ -57,7 +59,19 @@ SMOKE = [
     "train.val_every=1",
     "train.overlays=0",
 ]
-ARMS = (*TARGETS, "planned")
+# The planned run with one change each (the same plan, split and budget): the U-Net weight
+# map on the three-class target, random rescaling of the images, or both.
+PLANNED_VARIANTS = {
+    "planned": [],
+    "planned_weight_map": ["loss.name=weighted_ce", "data.weights=true"],
+    "planned_scale": ["data.scale=[0.6, 1.6]"],
+    "planned_scale_weight_map": [
+        "loss.name=weighted_ce",
+        "data.weights=true",
+        "data.scale=[0.6, 1.6]",
+    ],
+}
+ARMS = (*TARGETS, *PLANNED_VARIANTS)
 
 
 def planned_smoke(plan: object) -> list[str]:
@@ -141,24 +155,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs_overrides = {label: [*common, *TARGETS[label]] for label in arms if label in TARGETS}
     configs = dict.fromkeys(runs_overrides, CONFIG)
     plan_seconds = None
-    if "planned" in arms:
+    variants = [label for label in arms if label in PLANNED_VARIANTS]
+    if variants:
         plan, plan_seconds = _runs.plan(args) if not args.rescore else (args.out / "plan.toml", 0.0)
         smoke = planned_smoke(plan) if args.smoke else []
         split = planned.shipped_split(CONFIG)  # scored on the same validation images
-        runs_overrides["planned"] = [
-            *_runs.budget_overrides(args.minutes),
-            *split,
-            *smoke,
-            *args.set,
-        ]
-        configs["planned"] = plan
+        for label in variants:
+            runs_overrides[label] = [
+                *_runs.budget_overrides(args.minutes),
+                *split,
+                *PLANNED_VARIANTS[label],
+                *smoke,
+                *args.set,
+            ]
+            configs[label] = plan
     runs = _runs.runs_for(args, NAME, runs_overrides, configs)
     results = {label: score_pipelines(run.run_dir, args.smoke) for label, run in runs.items()}
     hardest = hardest_overlay(runs, results, args.out)
     report = {
         **_runs.report_header(NAME, args, argv, CONFIG, runs_overrides),
         "arms": arms,
-        "plan": (args.out / "plan.toml").read_text() if "planned" in arms else None,
+        "plan": (args.out / "plan.toml").read_text() if variants else None,
         "plan_seconds": plan_seconds,
         "train": {label: run.summary() for label, run in runs.items()},
         "results": results,

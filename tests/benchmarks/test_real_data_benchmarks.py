@@ -150,9 +150,9 @@ def test_pretrained_smoke(tmp_path):
 
 def test_nuclei_instances_smoke(tmp_path):
     data_set("nuclei")
-    report = run_script("nuclei_instances", tmp_path, "--arms", "weight_map,three_class,planned")
-    assert set(report["results"]) == {"weight_map", "three_class", "planned"}
-    assert report["arms"] == ["weight_map", "three_class", "planned"]
+    arms = ["three_class", "planned_scale_weight_map"]  # a planned variant: the plan's path
+    report = run_script("nuclei_instances", tmp_path, "--arms", ",".join(arms))
+    assert set(report["results"]) == set(arms) and report["arms"] == arms
     assert "[data]" in report["plan"] and report["plan_seconds"] > 0
     for pipelines in report["results"].values():
         assert set(pipelines) == {"components", "watershed"}
@@ -161,6 +161,7 @@ def test_nuclei_instances_smoke(tmp_path):
     assert (tmp_path / "hardest.png").stat().st_size > 0
     (run,) = (tmp_path / "runs" / "three_class").iterdir()
     assert 'instance_target = "three_class"' in (run / "config.toml").read_text()
-    (run,) = (tmp_path / "runs" / "planned").iterdir()
+    (run,) = (tmp_path / "runs" / "planned_scale_weight_map").iterdir()
     trained = (run / "config.toml").read_text()
     assert 'manifest = "manifest.csv"' in trained  # the others' validation split
+    assert 'name = "weighted_ce"' in trained and "scale = [0.6, 1.6]" in trained

@@ -57,6 +57,36 @@ def test_peak_seeds_split_interiors_joined_by_a_neck_that_region_seeds_keep_as_o
         InstanceParameters(seeds="corners")
 
 
+def test_distance_peaks_are_the_local_maxima_and_a_flat_top_is_one_marker():
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+
+    from pixelwise.instances.postprocess import _distance_peaks
+
+    # A map without ties: the peaks are scikit-image's local maxima at the same spacing.
+    rng = np.random.default_rng(0)
+    smooth = ndimage.gaussian_filter(rng.random((96, 128)), 3)
+    distance = 1 + 50 * (smooth - smooth.min())
+    markers = _distance_peaks(distance, 5)
+    expected = peak_local_max(distance, min_distance=5, threshold_abs=1, exclude_border=False)
+    found = np.argwhere(markers > 0)
+    assert markers.max() == len(expected) > 3
+    assert sorted(map(tuple, found)) == sorted(map(tuple, expected))
+    # A square's distance map has a flat top of four pixels: one marker. Pixels at distance
+    # < 1 are never peaks.
+    square = np.zeros((20, 20), bool)
+    square[5:15, 5:15] = True
+    peaks = _distance_peaks(ndimage.distance_transform_edt(square), 3)
+    assert peaks.max() == 1 and (peaks > 0).sum() == 4 and peaks[9:11, 9:11].all()
+    assert _distance_peaks(np.full((8, 8), 0.5), 2).max() == 0
+    # A speckled map (a barely trained network's) gives a marker per speck, in one pass.
+    speckled = ndimage.distance_transform_edt(rng.random((512, 512)) > 0.3)
+    markers = _distance_peaks(speckled, 5)
+    assert markers.max() > 1000
+    top = ndimage.maximum_filter(speckled, size=11, mode="constant")
+    assert (speckled[markers > 0] == top[markers > 0]).all()
+
+
 def test_a_hole_is_filled_and_a_small_fragment_dropped():
     mask = np.zeros((30, 30), bool)
     mask[5:20, 5:20] = True

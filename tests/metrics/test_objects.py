@@ -152,6 +152,23 @@ def test_matches_object_loop_reference(seed: int, threshold: float) -> None:
     assert mean_average_precision(gt, pred) == pytest.approx(expected_map)
 
 
+def test_overlapping_ious_are_the_dense_tables_nonzero_entries() -> None:
+    from pixelwise.metrics import object_overlaps
+    from pixelwise.metrics.objects import overlapping_ious
+
+    rng = np.random.default_rng(3)
+    gt = voronoi(rng, (40, 50), 20)
+    # A speckled prediction: hundreds of objects, large label values, gaps.
+    pred = np.where(rng.random(gt.shape) < 0.5, rng.integers(1, 5000, gt.shape), 0)
+    pred[:10, :10] = 70_000
+    for a, b in ((gt, pred), (gt, gt), (gt, np.zeros_like(gt)), (np.zeros_like(gt), pred)):
+        ious, g, p = overlapping_ious(a, b)
+        dense = object_overlaps(a, b).iou()
+        assert (g, p) == dense.shape
+        assert sorted(ious.tolist()) == pytest.approx(sorted(dense[dense > 0].tolist()))
+    assert mean_average_precision(gt, gt) == 1.0
+
+
 def test_invalid_arguments() -> None:
     gt = two_touching_nuclei()
     with pytest.raises(ValueError, match=r"iou_threshold must lie in \[0.5, 1\], got 0.3"):
