@@ -11,10 +11,10 @@ after.
   foreground. The markers are the connected regions where an *interior* map (the interior
   class's probability of a background / interior / boundary network, or a predicted distance
   to the background) exceeds ``seed_threshold`` (``seeds="regions"``), or the peaks of that
-  region's distance transform, at least ``min_distance`` apart (``seeds="peaks"``: two
-  interiors still joined by a neck get a marker each); without an interior map, the peaks of
-  the foreground's own distance transform. Each marker floods the foreground
-  downhill from its peak, so two touching objects with a seed each come out apart.
+  region's distance transform — pixels that are the largest within ``min_distance``
+  (chessboard) of them (``seeds="peaks"``: two interiors still joined by a neck get a marker
+  each); without an interior map, the peaks of the foreground's own distance transform. Each
+  marker floods the foreground downhill from its peak, so two touching objects with a seed each come out apart.
 
 :func:`choose_parameters` searches a small grid of these parameters for the best mean Data
 Science Bowl score (:func:`pixelwise.metrics.mean_average_precision`) on validation images;
@@ -58,8 +58,8 @@ class InstanceParameters:
             ``"peaks"``: the peaks of those regions' distance transform are (see the module
             docstring).
         min_size: Objects of fewer pixels are dropped (after hole filling).
-        min_distance: Without an interior map, the smallest distance between two markers
-            (peaks of the foreground's distance transform).
+        min_distance: Where markers are distance peaks (no interior map, or ``seeds="peaks"``):
+            a peak is the largest value within this many pixels (chessboard distance).
         fill_holes: Fill holes inside each object.
     """
 

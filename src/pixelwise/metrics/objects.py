@@ -119,8 +119,12 @@ def overlapping_ious(
     pairs, intersection = np.unique(keys, return_counts=True)
     g, p = np.divmod(pairs, pred_labels.size)
     union = gt_areas[g] + pred_areas[p] - intersection
-    count = lambda labels: int(labels.size - (labels.size > 0 and labels[0] == 0))  # noqa: E731
-    return intersection / union, count(gt_labels), count(pred_labels)
+    return intersection / union, _object_count(gt_labels), _object_count(pred_labels)
+
+
+def _object_count(values: np.ndarray) -> int:
+    """Objects among the sorted label values of an image (0, when present, is background)."""
+    return int(values.size - (values.size > 0 and values[0] == 0))
 
 
 def object_overlaps(gt: np.ndarray | torch.Tensor, pred: np.ndarray | torch.Tensor) -> Overlaps:
