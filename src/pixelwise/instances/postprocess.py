@@ -14,7 +14,8 @@ after.
   region's distance transform — pixels that are the largest within ``min_distance``
   (chessboard) of them (``seeds="peaks"``: two interiors still joined by a neck get a marker
   each); without an interior map, the peaks of the foreground's own distance transform. Each
-  marker floods the foreground downhill from its peak, so two touching objects with a seed each come out apart.
+  marker floods the foreground downhill from its peak, so two touching objects with a seed
+  each come out apart.
 
 :func:`choose_parameters` searches a small grid of these parameters for the best mean Data
 Science Bowl score (:func:`pixelwise.metrics.mean_average_precision`) on validation images;
