@@ -225,6 +225,20 @@ def plan(args: argparse.Namespace) -> tuple[Path, float]:
     return out, time.perf_counter() - start
 
 
+# --smoke's model for a planned run: a two-level U-Net of width 4, or, where the plan chose a
+# pretrained encoder (whose levels are fixed), that encoder with a decoder of width 4.
+TINY_UNET = "model.options={depth=2, base_width=4, padding='same', batch_norm=true}"
+TINY_DECODER = "model.options={base_width=4}"
+
+
+def tiny_model(plan: Path) -> str:
+    """The ``--set`` that makes the model of the plan at ``plan`` tiny for --smoke."""
+    import tomllib
+
+    options = tomllib.loads(plan.read_text()).get("model", {}).get("options", {})
+    return TINY_DECODER if "encoder" in options else TINY_UNET
+
+
 def train_all(
     runs: Mapping[str, Sequence[str]],
     config: Path | Mapping[str, Path],

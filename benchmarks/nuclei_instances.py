@@ -53,7 +53,7 @@ TARGETS = {
     "three_class": ["loss.name=ce", "data.instance_target=three_class", "data.weights=false"],
 }
 SMOKE = [
-    "model.options={depth=2, base_width=4, padding='same', batch_norm=true}",
+    _runs.TINY_UNET,
     "data.crop_size=64",
     "data.elastic_std=0.0",
     "train.val_every=1",
@@ -76,11 +76,7 @@ ARMS = (*TARGETS, *PLANNED_VARIANTS)
 
 def planned_smoke(plan: object) -> list[str]:
     """--smoke for the planned run: a tiny version of whichever model the plan chose."""
-    import tomllib
-
-    options = tomllib.loads(plan.read_text()).get("model", {}).get("options", {})
-    tiny = ["model.options={base_width=4}"] if "encoder" in options else SMOKE[:1]
-    return [*tiny, *SMOKE[1:], "train.batch_size=2"]
+    return [_runs.tiny_model(plan), *SMOKE[1:], "train.batch_size=2"]
 
 
 KEYS = ("dsb_score", "f1", "merges", "splits", "touching_kept_apart")

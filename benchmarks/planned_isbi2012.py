@@ -26,12 +26,15 @@ import isbi2012
 
 NAME = "planned_isbi2012"
 SPLIT = ["data.shuffle_split=false", "data.val_fraction=0.2"]
-SMOKE_PLANNED = [
-    "model.options={depth=2, base_width=4, padding='same', batch_norm=true}",
+SMOKE_PLANNED = [  # with the plan's model made tiny (_runs.tiny_model)
     "data.crop_size=64",
     "train.val_every=1",
     "train.overlays=1",
 ]
+
+
+def smoke_planned(plan: object) -> list[str]:
+    return [_runs.tiny_model(plan), *SMOKE_PLANNED]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = _runs.budget_overrides(args.minutes)
     runs = {
         "shipped": budget + (isbi2012.SMOKE if args.smoke else []) + args.set,
-        "planned": budget + SPLIT + (SMOKE_PLANNED if args.smoke else []) + args.set,
+        "planned": budget + SPLIT + (smoke_planned(planned) if args.smoke else []) + args.set,
     }
     configs = {"shipped": isbi2012.CONFIG, "planned": planned}
     trained = _runs.runs_for(args, NAME, runs, configs)

@@ -165,3 +165,20 @@ def test_nuclei_instances_smoke(tmp_path):
     trained = (run / "config.toml").read_text()
     assert 'manifest = "manifest.csv"' in trained  # the others' validation split
     assert 'name = "weighted_ce"' in trained and "scale = [0.6, 1.6]" in trained
+
+
+def test_planned_nuclei_smoke(tmp_path):
+    data_set("nuclei")
+    report = run_script("planned", tmp_path, data="nuclei")
+    assert set(report["results"]) == {"shipped", "planned"}
+    assert "[data]" in report["plan"] and report["plan_seconds"] > 0
+    for marks in report["results"].values():
+        assert len(marks) == 3  # a quarter, half and all of the budget
+        for scores in marks.values():
+            for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "boundary_f1"):
+                assert 0.0 <= scores[key] <= 1.0, key
+    (run,) = (tmp_path / "runs" / "planned").iterdir()
+    trained = (run / "config.toml").read_text()
+    # the shipped config's task (background / nucleus) and validation split
+    assert 'instance_target = "semantic"' in trained
+    assert 'manifest = "manifest.csv"' in trained and "val_fraction = 0.25" in trained
