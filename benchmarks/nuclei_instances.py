@@ -7,7 +7,9 @@ weight map (today's shipped pipeline), and cross entropy on background / interio
 ``pixelwise train DATA`` trains — the plan ``pixelwise plan`` writes for the folder and budget
 on this machine (it picks the target from how many objects touch) — on the same validation
 split as the others, and ``planned_weight_map``, ``planned_scale``, ``planned_scale_weight_map``
-the same plan with the U-Net weight map, random rescaling (0.6–1.6), or both. ``--arms`` picks
+the same plan with the U-Net weight map, random rescaling (0.6–1.6), or both, and
+``planned_colour`` / ``planned_colour_invert`` with random colour (``data.colour_jitter``),
+and inversion of half the images (``data.invert``). ``--arms`` picks
 some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
 distance peaks), each with its parameters chosen on the validation split as training does
@@ -60,9 +62,13 @@ SMOKE = [
     "train.overlays=0",
 ]
 # The planned run with one change each (the same plan, split and budget): the U-Net weight
-# map on the three-class target, random rescaling of the images, or both.
+# map on the three-class target, random rescaling of the images, or both; random colour
+# (brightness, contrast, saturation, hue at strength 0.4), with or without inverting half the
+# images (dark objects on bright ground and bright on dark: mixed stains and fluorescence).
 PLANNED_VARIANTS = {
     "planned": [],
+    "planned_colour": ["data.colour_jitter=0.4"],
+    "planned_colour_invert": ["data.colour_jitter=0.4", "data.invert=0.5"],
     "planned_weight_map": ["loss.name=weighted_ce", "data.weights=true"],
     "planned_scale": ["data.scale=[0.6, 1.6]"],
     "planned_scale_weight_map": [

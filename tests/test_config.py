@@ -334,6 +334,7 @@ def test_a_data_path_with_the_built_in_data_is_refused_not_ignored(tmp_path, mon
 
 
 SCALE_RANGE = "be a finite number > 0.0 and <= 1.0"
+UNIT_RANGE = "be a finite number >= 0.0 and <= 1.0"
 
 
 @pytest.mark.parametrize(
@@ -342,6 +343,8 @@ SCALE_RANGE = "be a finite number > 0.0 and <= 1.0"
         ('data.hflip="yes"', "data.hflip (--set) must be true or false, got 'yes'"),
         ("data.rot90=1", "data.rot90 (--set) must be true or false, got 1"),
         ("data.elastic_std=-1", "data.elastic_std (--set) must be a finite number >= 0.0, got -1"),
+        ("data.colour_jitter=1.5", f"data.colour_jitter (--set) must {UNIT_RANGE}, got 1.5"),
+        ("data.invert=-0.5", f"data.invert (--set) must {UNIT_RANGE}, got -0.5"),
         ("data.input_scale=0", f"data.input_scale (--set) must {SCALE_RANGE}, got 0"),
         ("data.input_scale=1.5", f"data.input_scale (--set) must {SCALE_RANGE}, got 1.5"),
         ("data.input_scale=nan", f"data.input_scale (--set) must {SCALE_RANGE}, got nan"),

@@ -248,6 +248,9 @@ class DataConfig:
             validation samples stay at full resolution. Not with a valid-padding U-Net.
         hflip, vflip, rot90: Random flips and 90° rotations.
         elastic_std: Elastic deformation strength, pixels (0: off; the U-Net paper: 10).
+        colour_jitter: Random brightness, contrast, saturation and hue, strength in [0, 1]
+            (0: off; :class:`pixelwise.data.transforms.ColourJitter`).
+        invert: Probability of training on an image's inverted intensities (1 − image).
         val_fraction: Share of samples that validate (not camvid, which has a val split).
         shuffle_split: Draw the validation samples by ``seed``; False takes the last ones.
         manifest: CSV under ``root`` for a split stratified by its ``group`` column.
@@ -275,6 +278,8 @@ class DataConfig:
     vflip: bool = False
     rot90: bool = False
     elastic_std: float = 0.0
+    colour_jitter: float = 0.0
+    invert: float = 0.0
     val_fraction: float = 0.2
     shuffle_split: bool = True
     manifest: str | None = None
@@ -310,6 +315,8 @@ class DataConfig:
             _check_bool("data", key, getattr(self, key))
         std = _check_float("data", "elastic_std", self.elastic_std, 0.0)
         object.__setattr__(self, "elastic_std", std)
+        for key in ("colour_jitter", "invert"):
+            object.__setattr__(self, key, _check_float("data", key, getattr(self, key), 0.0, 1.0))
         scale = _check_float("data", "input_scale", self.input_scale, 0.0, 1.0, open_low=True)
         object.__setattr__(self, "input_scale", scale)
         self._check_numbers()

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pixelwise.data import DataConfig, build_datasets
+from pixelwise.data.build import evaluation_dataset
 
 
 def test_folders_layout_needs_a_declared_encoding(make_folder):
@@ -36,6 +37,24 @@ def test_folders_layout_needs_a_declared_encoding(make_folder):
     assert batch["image"].shape == (3, 3, 32, 40) and batch["mask"].shape == (3, 32, 40)
     assert set(batch["mask"].unique().tolist()) <= {0, 1, 255}
     assert val[0]["image"].shape == (3, 45, 67)  # validation is not augmented
+
+
+def test_colour_augmentation_changes_training_images_only(make_folder):
+    root = make_folder(stems=[f"s{i}" for i in range(4)], values=(0, 255))
+    config = {
+        "layout": "folders",
+        "root": str(root),
+        "encoding": {"kind": "values", "value_map": {"0": 0, "255": 1}},
+        "val_fraction": 0.25,
+        "shuffle_split": False,
+    }
+    plain_train, plain_val = build_datasets(config)
+    train, val = build_datasets({**config, "colour_jitter": 0.0, "invert": 1.0})
+    torch.testing.assert_close(train[0]["image"], 1 - plain_train[0]["image"])
+    assert torch.equal(train[0]["mask"], plain_train[0]["mask"])
+    assert torch.equal(val[0]["image"], plain_val[0]["image"])
+    evaluated = evaluation_dataset({**config, "colour_jitter": 0.5, "invert": 1.0}, "train")
+    assert torch.equal(evaluated[0]["image"], plain_train[0]["image"])
 
 
 def test_folders_weight_map_crops_with_the_mask(make_folder):

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
 from pixelwise.data.transforms import (
+    ColourJitter,
     ElasticDeformation,
     JointTransform,
     RandomCrop,
@@ -212,3 +213,90 @@ def test_elastic_deformation_never_invents_mask_values():
         out = JointTransform([deform])(sample)
         assert set(out["mask"].unique().tolist()) <= {0, 7, 255}
         assert not torch.equal(out["mask"], sample["mask"])
+
+
+def _params(brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0, invert=False) -> dict:
+    return {
+        "brightness": brightness,
+        "contrast": contrast,
+        "saturation": saturation,
+        "hue": hue,
+        "invert": invert,
+    }
+
+
+def _grey(image: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma, torchvision's grey image."""
+    return 0.2989 * image[0] + 0.587 * image[1] + 0.114 * image[2]
+
+
+def test_colour_steps_follow_their_formulas():
+    image = tv_tensors.Image(torch.rand((3, 9, 11), generator=torch.Generator().manual_seed(0)))
+    jitter = ColourJitter(0.5)
+    plain = image.as_subclass(torch.Tensor)
+    out = jitter.transform(image, _params(brightness=1.3))
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), (1.3 * plain).clamp(0, 1))
+    out = jitter.transform(image, _params(contrast=0.6))
+    expected = (0.6 * plain + 0.4 * _grey(plain).mean()).clamp(0, 1)
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), expected, atol=1e-4, rtol=0)
+    out = jitter.transform(image, _params(saturation=0.0))  # grey, in each channel
+    torch.testing.assert_close(
+        out.as_subclass(torch.Tensor), _grey(plain).expand(3, -1, -1), atol=1e-4, rtol=0
+    )
+    out = jitter.transform(image, _params(invert=True))
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), 1 - plain)
+    torch.testing.assert_close(jitter.transform(image, _params()), image)
+
+
+def test_hue_turns_red_to_green_by_a_third_of_the_wheel():
+    red = tv_tensors.Image(torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1).expand(3, 2, 2).clone())
+    out = ColourJitter(0.5).transform(red, _params(hue=1 / 3))
+    torch.testing.assert_close(out[:, 0, 0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+
+
+def test_colour_jitter_draws_factors_in_range_and_inverts_at_its_rate():
+    jitter = ColourJitter(0.4, invert=0.25, generator=torch.Generator().manual_seed(1))
+    drawn = [jitter.make_params([]) for _ in range(2000)]
+    for key in ("brightness", "contrast", "saturation"):
+        values = torch.tensor([d[key] for d in drawn])
+        assert 0.6 <= values.min() < 0.62 and 1.38 < values.max() <= 1.4, key
+    hues = torch.tensor([d["hue"] for d in drawn])
+    assert -0.1 <= hues.min() < -0.09 and 0.09 < hues.max() <= 0.1
+    assert 0.22 < sum(d["invert"] for d in drawn) / len(drawn) < 0.28
+
+
+def test_colour_jitter_changes_the_image_only_and_keeps_it_in_range():
+    sample = _sample(3)
+    sample["image"] = sample["image"] * 0.9 + 0.05
+    out = build_transforms(
+        colour_jitter=1.0, invert=0.5, generator=torch.Generator().manual_seed(0)
+    )(sample)
+    for key in ("mask", "instances", "weight"):
+        assert torch.equal(out[key], sample[key]), key
+    assert not torch.equal(out["image"], sample["image"])
+    assert out["image"].min() >= 0 and out["image"].max() <= 1
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_colour_jitter_on_other_channel_counts(channels):
+    """Brightness and contrast for any channel count (saturation and hue need RGB)."""
+    image = torch.zeros((channels, 4, 4))
+    image[:, :2] = 0.2
+    image[:, 2:] = 0.4
+    out = ColourJitter(0.5).transform(
+        tv_tensors.Image(image), _params(brightness=2.0, contrast=0.5)
+    )
+    expected = torch.where(image == 0.2, 0.5, 0.7)  # 2 × (0.2, 0.4), then halfway to the mean 0.6
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), expected)
+
+
+def test_no_colour_step_unless_asked():
+    assert not any(isinstance(t, ColourJitter) for t in build_transforms(hflip=True).transforms)
+    (step,) = build_transforms(invert=1.0).transforms
+    assert isinstance(step, ColourJitter) and step.strength == 0.0
+
+
+@pytest.mark.parametrize(("strength", "invert"), [(-0.1, 0.0), (1.5, 0.0), (0.2, 2.0)])
+def test_colour_jitter_refuses_out_of_range(strength, invert):
+    with pytest.raises(ValueError, match="be in \\[0, 1\\]"):
+        ColourJitter(strength, invert)

@@ -34,6 +34,7 @@ from pixelwise.data.synthetic import BlobStyle, SyntheticNuclei, make_blobs, syn
 # The transforms need torchvision, whose import takes seconds: loaded on first use, so that
 # reading and checking data (``pixelwise check-data``) starts fast.
 _TRANSFORMS = (
+    "ColourJitter",
     "ElasticDeformation",
     "InstanceMask",
     "JointTransform",
@@ -60,6 +61,7 @@ __all__ = [
     "LAYOUTS",
     "BlobStyle",
     "CamVidDataset",
+    "ColourJitter",
     "DataConfig",
     "DataProblems",
     "DataSummary",

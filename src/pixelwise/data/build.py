@@ -156,6 +156,8 @@ def build_datasets(
         vflip=config.vflip,
         rot90=config.rot90,
         elastic_std=config.elastic_std,
+        colour_jitter=config.colour_jitter,
+        invert=config.invert,
         ignore_index=ignore_index,
         generator=generator,
     )
@@ -203,6 +205,8 @@ def evaluation_dataset(
         vflip=False,
         rot90=False,
         elastic_std=0.0,
+        colour_jitter=0.0,
+        invert=0.0,
         weights=False,  # U-Net weight maps are for training losses
     )
     if config.layout == "camvid":

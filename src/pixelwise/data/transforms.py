@@ -189,6 +189,65 @@ class RandomCrop(RandomTransform):
         return _wrap(plain[..., top : top + h, left : left + w], inpt)
 
 
+class ColourJitter(RandomTransform):
+    """Random changes of the image's intensities; masks, instances and weights pass unchanged.
+
+    Per sample, in this order: brightness (the image times a factor in [1 − s, 1 + s]),
+    contrast (blended with its mean grey value by a factor in [1 − s, 1 + s]; with other than
+    one or three channels, the mean over all channels), and for three
+    channels saturation (blended with its grey image by a factor in [1 − s, 1 + s]) and hue
+    (rotated by up to s / 4 of the colour wheel); then, with probability ``invert``, the
+    image becomes 1 − image (dark objects on a bright ground and bright on dark alike). Values
+    stay in [0, 1]. torchvision's kernels do each step (``F.adjust_*``, ``F.invert``).
+
+    Args:
+        strength: s in [0, 1]; 0 changes nothing but the inversion.
+        invert: Probability of inverting the intensities.
+    """
+
+    def __init__(
+        self,
+        strength: float = 0.4,
+        invert: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(generator)
+        if not 0 <= strength <= 1:
+            raise ValueError(message("colour jitter strength", "be in [0, 1]", strength))
+        if not 0 <= invert <= 1:
+            raise ValueError(message("inversion probability", "be in [0, 1]", invert))
+        self.strength, self.invert = float(strength), float(invert)
+
+    def make_params(self, flat_inputs: list) -> dict:
+        s = self.strength
+        factors = [self._uniform(1 - s, 1 + s) for _ in range(3)]
+        return {
+            "brightness": factors[0],
+            "contrast": factors[1],
+            "saturation": factors[2],
+            "hue": self._uniform(-s / 4, s / 4),
+            "invert": self._uniform(0, 1) < self.invert,
+        }
+
+    def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
+        if not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        out = inpt.as_subclass(torch.Tensor)
+        if self.strength > 0 and out.shape[-3] not in (1, 3):  # torchvision's: grey or RGB
+            out = (out * params["brightness"]).clamp(0, 1)
+            mean = out.mean(dim=(-3, -2, -1), keepdim=True)
+            out = mean + params["contrast"] * (out - mean)
+        elif self.strength > 0:
+            out = F.adjust_brightness_image(out, params["brightness"])
+            out = F.adjust_contrast_image(out, params["contrast"])
+            if out.shape[-3] == 3:
+                out = F.adjust_saturation_image(out, params["saturation"])
+                out = F.adjust_hue_image(out, params["hue"])
+        if params["invert"]:
+            out = F.invert_image(out)
+        return _wrap(out.clamp(0, 1), inpt)
+
+
 def elastic_field(displacements: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Per-pixel displacement field from displacements on a coarse grid, bicubically.
 
@@ -337,10 +396,13 @@ def build_transforms(
     vflip: bool = False,
     rot90: bool = False,
     elastic_std: float = 0.0,
+    colour_jitter: float = 0.0,
+    invert: float = 0.0,
     ignore_index: int = 255,
     generator: torch.Generator | None = None,
 ) -> JointTransform:
-    """The training augmentation, in this order: scale, 90° rotation, flips, crop, elastic.
+    """The training augmentation, in this order: scale, 90° rotation, flips, crop, elastic,
+    colour.
 
     Cropping after the rotation keeps every output at ``crop_size``; the elastic deformation
     acts on the crop, as in the paper, where it deforms the training tile.
@@ -352,6 +414,8 @@ def build_transforms(
         vflip: Random up–down flips.
         rot90: Random rotations by multiples of 90°.
         elastic_std: Standard deviation of the elastic displacements (pixels); 0 for none.
+        colour_jitter: :class:`ColourJitter`'s strength; 0 (and no ``invert``) for none.
+        invert: Probability of inverting the image's intensities.
         ignore_index: Mask value for padded pixels.
         generator: Source of randomness shared by all steps; None for the global generator.
     """
@@ -366,4 +430,6 @@ def build_transforms(
         steps.append(RandomCrop(crop_size, ignore_index, generator))
     if elastic_std > 0:
         steps.append(ElasticDeformation(elastic_std, generator=generator))
+    if colour_jitter > 0 or invert > 0:
+        steps.append(ColourJitter(colour_jitter, invert, generator))
     return JointTransform(steps, generator)
