@@ -125,3 +125,79 @@ def test_a_damaged_interior_class_is_one_line_not_an_index_error():
     settings = {**InstanceParameters().to_dict(), "interior_class": 7}
     with pytest.raises(ValueError, match=r"interior_class must be a class index below .* 3"):
         objects_of(logits, settings)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({}, ()),
+        ({"hflip": True}, ("identity", "hflip")),
+        ({"hflip": True, "vflip": True}, ("identity", "hflip", "vflip", "rot180")),
+        ({"rot90": True}, ("identity", "rot90", "rot180", "rot270")),
+        ({"rot90": True, "vflip": True}, "all"),
+        ({"hflip": True, "vflip": True, "rot90": True}, "all"),
+    ],
+)
+def test_test_time_transforms_are_the_symmetries_the_run_trained_with(flags, expected):
+    from pixelwise.engine.instances import test_time_transforms
+    from pixelwise.inference.tta import DIHEDRAL
+
+    assert test_time_transforms(flags) == (DIHEDRAL if expected == "all" else expected)
+
+
+@pytest.mark.parametrize(("gain", "recorded"), [(0.01, True), (0.004, False), (-0.05, False)])
+def test_test_time_augmentation_is_recorded_only_when_it_pays(
+    tmp_path, monkeypatch, gain, recorded
+):
+    from pixelwise.engine import instances as chooser
+    from pixelwise.instances import InstanceParameters
+
+    data = blob_folder(tmp_path / "data", count=4)
+    run = train_run(tmp_path, data, epochs=1, data_keys="val_fraction = 0.25\nhflip = true")
+
+    def probabilities(segmenter, dataset, tta=()):
+        return ["averaged" if tta else "plain"], [None], None
+
+    def choose(probabilities, targets, interior_class=None):
+        averaged = probabilities == ["averaged"]
+        return InstanceParameters(threshold=0.3 if averaged else 0.5), 0.5 + gain * averaged
+
+    monkeypatch.setattr(chooser, "validation_probabilities", probabilities)
+    monkeypatch.setattr(chooser, "choose_parameters", choose)
+    fields = chooser.choose_instances(run / "best.pt", dataset=None)
+    if recorded:
+        assert fields["tta"] == ["identity", "hflip"] and fields["threshold"] == 0.3
+        assert fields["score"] == 0.5 + gain
+    else:
+        assert fields["tta"] is False and fields["threshold"] == 0.5 and fields["score"] == 0.5
+
+
+def test_predict_instances_uses_the_recorded_test_time_augmentation(tmp_path, capsys):
+    from pixelwise.engine.checkpoint import load_model, record_instances
+    from pixelwise.inference import instance_settings, read_image_file
+    from pixelwise.inference.optimize import optimize_for_inference
+    from pixelwise.inference.predict import objects_of
+    from pixelwise.inference.tiling import predict as predict_tiled
+
+    data = blob_folder(tmp_path / "data", count=4)
+    run = train_run(tmp_path, data, epochs=1, data_keys="val_fraction = 0.25\nhflip = true")
+    checkpoint = run / "best.pt"
+    settings = {**load_checkpoint(checkpoint).instances, "tta": ["identity", "hflip"]}
+    settings.update(method="components", threshold=0.5, min_size=0)
+    record_instances(checkpoint, settings)
+    segmenter = load_model(checkpoint)
+    segmenter = segmenter.with_network(optimize_for_inference(segmenter.network, inplace=True))
+    image = read_image_file(data / "images" / "0.png", 1)
+    for extra, tta in (([], ("identity", "hflip")), (["--no-tta"], False), (["--tta"], True)):
+        out = tmp_path / f"out{len(extra)}{tta}"
+        argv = ["predict", str(checkpoint), str(data / "images" / "0.png"), "--out", str(out)]
+        assert main([*argv, "--instances", *extra]) == 0
+        printed = capsys.readouterr().out
+        averaged = {(): "over 2 flips", ("--no-tta",): None, ("--tta",): "over 8 flips"}
+        shown = averaged[tuple(extra)]
+        assert ("averaged over" in printed) == (shown is not None)
+        assert shown is None or shown in printed
+        logits = predict_tiled(segmenter, image, tile=512, tta=tta)
+        expected = objects_of(logits, instance_settings(segmenter))
+        written = np.asarray(Image.open(out / "0_instances.png")).astype(np.int64)
+        np.testing.assert_array_equal(written, expected.astype(np.int64))

@@ -113,6 +113,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pixelwise.inference import (
         collect_images,
         instance_settings,
+        instance_tta,
         mask_encoding,
         parse_shard,
         plan_outputs,
@@ -138,8 +139,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         instances=args.instances,
     )
-    if instances is not None:
-        print(f"instances: {_instances_text(instances)}")
+    if instances is not None:  # with the averaging this prediction does
+        print(
+            f"instances: {_instances_text({**instances, 'tta': instance_tta(instances, args.tta)})}"
+        )
     failed = []
     for image, paths in tqdm(plan, desc="predict", unit="image", disable=None):
         with tqdm(desc=image.name, unit="tile", leave=False, disable=None) as bar:
@@ -187,8 +190,14 @@ def _instances_text(settings: dict) -> str:
         if settings.get("score") is not None
         else "defaults: the checkpoint records none (it was not trained on instance labels)"
     )
+    from pixelwise.inference.tta import check_transforms
+
+    transforms = check_transforms(settings.get("tta") or False)
+    averaged = f", the prediction averaged over {len(transforms)} flips and rotations"
+    averaged = averaged if transforms else ""
     return (
-        f"{how}, threshold {settings['threshold']:g}, minimum size {settings['min_size']}; {source}"
+        f"{how}, threshold {settings['threshold']:g}, minimum size {settings['min_size']}"
+        f"{averaged}; {source}"
     )
 
 
@@ -360,7 +369,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="tile size for images larger than it (default 512; overlap-tile for valid U-Net)",
     )
     p.add_argument(
-        "--tta", action="store_true", help="average over flips and 90° rotations (8 transforms)"
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average over flips and 90° rotations (8 transforms); --no-tta: one pass (default: "
+        "one pass, but with --instances what the checkpoint chose on its validation split)",
     )
     p.add_argument(
         "--shard",

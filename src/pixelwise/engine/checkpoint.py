@@ -23,7 +23,9 @@ runs. Its keys::
     training        None, or what resume needs: optimizer, scheduler, scaler, RNG states, ...
     instances       None, or how probabilities become objects for instance data: the
                     parameters chosen on the validation split (pixelwise.instances), with
-                    "interior_class" and the validation "score" (absent from older files)
+                    "interior_class", the validation "score" and "tta" (the test-time
+                    transforms the objects are predicted with, or false; absent from older
+                    files, which predict in one pass)
 
 Beside it, ``<name>.safetensors`` holds the same weights with everything above except
 ``state_dict`` and ``training`` as JSON in its metadata (key ``"pixelwise"``), for tools that

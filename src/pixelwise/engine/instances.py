@@ -6,12 +6,18 @@ picks how its probabilities become objects (components or watershed, thresholds,
 size) by the Data Science Bowl score, and the choice is recorded in the checkpoint's
 ``instances`` field, so that ``pixelwise predict --instances`` needs no options. Never test
 data: the validation split only.
+
+Test-time augmentation is part of the choice: where the run trained with flips or 90°
+rotations, the validation images are predicted again averaged over those symmetries
+(:func:`test_time_transforms`), the parameters are chosen again, and the averaged prediction
+is recorded (``"tta"``: the transform names) only when it raises the validation score by at
+least :data:`TTA_GAIN`; it costs one prediction per transform.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +26,34 @@ from torch.utils.data import Dataset
 
 from pixelwise.engine.checkpoint import load_model, record_instances
 from pixelwise.inference.instances import instance_labels
+from pixelwise.inference.segmenter import Segmenter
+from pixelwise.inference.tta import DIHEDRAL
 from pixelwise.instances import choose_parameters
 
 logger = logging.getLogger(__name__)
+
+#: The gain in validation score (Data Science Bowl score) that test-time augmentation must
+#: bring to be recorded: it multiplies the cost of every prediction.
+TTA_GAIN = 0.005
+
+
+def test_time_transforms(data: Mapping[str, object]) -> tuple[str, ...]:
+    """The symmetries a run trained with (its ``[data]`` table's ``hflip``, ``vflip`` and
+    ``rot90``), as test-time transforms in :data:`DIHEDRAL` order: all eight with rotations and
+    a flip; the flips (and with both, the half turn); the quarter turns; () with none."""
+    hflip, vflip, rot90 = (bool(data.get(key, False)) for key in ("hflip", "vflip", "rot90"))
+    if rot90 and (hflip or vflip):
+        return DIHEDRAL
+    names = {"identity"}
+    if rot90:
+        names |= {"rot90", "rot180", "rot270"}
+    if hflip:
+        names.add("hflip")
+    if vflip:
+        names.add("vflip")
+    if hflip and vflip:
+        names.add("rot180")
+    return tuple(name for name in DIHEDRAL if name in names) if len(names) > 1 else ()
 
 
 def interior_class(class_names: Sequence[str]) -> int | None:
@@ -32,19 +63,39 @@ def interior_class(class_names: Sequence[str]) -> int | None:
 
 
 def validation_probabilities(
-    path: str | Path, dataset: Dataset
+    path: str | Path | Segmenter, dataset: Dataset, tta: Sequence[str] = ()
 ) -> tuple[list[np.ndarray], list[np.ndarray], int | None]:
-    """The checkpoint's class probabilities (K, H, W) on every validation sample, the samples'
-    instance labels, and the interior class."""
-    segmenter = load_model(path)
+    """The checkpoint's class probabilities (K, H, W) on every validation sample (averaged
+    over the test-time transforms ``tta``, if any), the samples' instance labels, and the
+    interior class."""
+    segmenter = path if isinstance(path, Segmenter) else load_model(path)
     probabilities, targets = [], []
     with torch.no_grad():
         for index in range(len(dataset)):
-            sample = dataset[index]
-            logits = segmenter.predict_logits(sample["image"][None])  # (1, K, H, W)
-            probabilities.append(torch.softmax(logits[0].float(), dim=0).numpy())
+            image = dataset[index]["image"]
+            if tta:
+                logits = segmenter.predict_logits(image, tile=512, tta=tuple(tta))  # (K, H, W)
+            else:
+                logits = segmenter.predict_logits(image[None])[0]
+            probabilities.append(torch.softmax(logits.float(), dim=0).numpy())
             targets.append(instance_labels(dataset, index))  # touching objects still touching
     return probabilities, targets, interior_class(segmenter.class_names)
+
+
+def choose_instances(path: str | Path, dataset: Dataset) -> dict[str, object]:
+    """The post-processing of the checkpoint ``path`` chosen on ``dataset``, with or without
+    test-time augmentation (see the module docstring): the fields to record."""
+    segmenter = load_model(path)
+    probabilities, targets, interior = validation_probabilities(segmenter, dataset)
+    chosen, score = choose_parameters(probabilities, targets, interior_class=interior)
+    tta: list[str] | bool = False
+    transforms = test_time_transforms(segmenter.checkpoint.config.get("data", {}))
+    if transforms:
+        averaged, _, _ = validation_probabilities(segmenter, dataset, transforms)
+        chosen_tta, score_tta = choose_parameters(averaged, targets, interior_class=interior)
+        if score_tta >= score + TTA_GAIN:
+            chosen, score, tta = chosen_tta, score_tta, list(transforms)
+    return {**chosen.to_dict(), "interior_class": interior, "score": score, "tta": tta}
 
 
 def record_chosen_instances(paths: Sequence[Path], dataset: Dataset) -> dict[str, dict]:
@@ -54,9 +105,7 @@ def record_chosen_instances(paths: Sequence[Path], dataset: Dataset) -> dict[str
     for path in paths:
         if not Path(path).is_file():
             continue
-        probabilities, targets, interior = validation_probabilities(path, dataset)
-        chosen, score = choose_parameters(probabilities, targets, interior_class=interior)
-        fields = {**chosen.to_dict(), "interior_class": interior, "score": score}
+        fields = choose_instances(path, dataset)
         record_instances(path, fields)
         recorded[Path(path).name] = fields
         logger.info("instances for %s: %s", Path(path).name, fields)

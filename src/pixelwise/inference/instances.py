@@ -11,7 +11,7 @@ images), merges and splits, and the share of touching pairs kept apart.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pixelwise._checks import message
-from pixelwise.inference.predict import instance_settings, objects_of
+from pixelwise.inference.predict import instance_settings, instance_tta, objects_of
 from pixelwise.inference.tiling import predict as predict_tiled
 from pixelwise.metrics import mean_average_precision
 from pixelwise.metrics.objects import match_objects, touching_pairs
@@ -45,6 +45,7 @@ def evaluate_instances(
     settings: Mapping[str, object] | None = None,
     *,
     tile: int = 512,
+    tta: bool | str | Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, object]:
     """Object scores of ``model`` on ``dataset`` (see the module docstring).
@@ -52,6 +53,7 @@ def evaluate_instances(
     Args:
         model: A Segmenter (its checkpoint's ``instances`` field is used) or a network.
         settings: The post-processing; default :func:`instance_settings` of ``model``.
+        tta: Test-time augmentation; None: what ``settings`` records (:func:`instance_tta`).
 
     Returns:
         ``dsb_score``, ``f1``, ``true_positives``, ``false_positives``, ``false_negatives``,
@@ -60,6 +62,7 @@ def evaluate_instances(
         ``num_images``, ``objects``, ``predicted_objects``, ``settings``, ``per_image``.
     """
     settings = dict(settings) if settings is not None else instance_settings(model)
+    tta = instance_tta(settings, tta)
     totals = dict.fromkeys(
         ("tp", "fp", "fn", "merges", "splits", "pairs", "separated", "merged"), 0
     )
@@ -68,7 +71,7 @@ def evaluate_instances(
     for index in range(len(dataset)):
         image = dataset[index]["image"]
         with torch.no_grad():
-            logits = predict_tiled(model, image, tile=tile)  # (K, H, W)
+            logits = predict_tiled(model, image, tile=tile, tta=tta)  # (K, H, W)
         predicted = objects_of(logits, settings)
         truth = instance_labels(dataset, index)
         score = mean_average_precision(truth, predicted)

@@ -334,7 +334,7 @@ def predict_file(
     *,
     alpha: float = 0.5,
     tile: int = 512,
-    tta: bool | str = False,
+    tta: bool | str | Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     mask_format: str = "data",
     instances: Mapping[str, object] | None = None,
@@ -353,6 +353,8 @@ def predict_file(
             palette and encoding are used) or a bare network.
         palette: (K, 3) colours; default the Segmenter's, or
             :func:`pixelwise.report.palette.class_palette` of K for a bare network.
+        tta: Test-time augmentation (:func:`pixelwise.inference.tta.check_transforms`); None:
+            what ``instances`` records (:func:`instance_tta`), else none.
         mask_format: ``"data"``: ``<stem>_mask.png`` in the training data's encoding
             (:func:`mask_encoding`; class indices without one); ``"index"``: class indices.
         instances: How probabilities become objects (a checkpoint's ``instances`` field, see
@@ -364,6 +366,7 @@ def predict_file(
     """
     encoding = mask_encoding(model, mask_format)
     image = read_image_file(image_path, model_in_channels(model))  # (C, H, W)
+    tta = instance_tta(instances, tta)
     logits = predict_tiled(model, image, tile=tile, tta=tta, progress=progress)  # (K, H, W)
     mask = logits.argmax(dim=0).cpu()  # (H, W)
     if palette is None:
@@ -389,6 +392,18 @@ def instance_settings(model: nn.Module) -> dict[str, object]:
     if recorded:
         return dict(recorded)
     return {**InstanceParameters().to_dict(), "interior_class": None, "score": None}
+
+
+def instance_tta(
+    settings: Mapping[str, object] | None, tta: bool | str | Sequence[str] | None = None
+) -> bool | str | tuple[str, ...]:
+    """The test-time augmentation of a prediction: ``tta`` when given, else the transforms the
+    instance post-processing ``settings`` records (chosen on the validation split,
+    :mod:`pixelwise.engine.instances`), else none."""
+    if tta is not None:
+        return tuple(tta) if isinstance(tta, list | tuple) else tta
+    recorded = settings.get("tta") if settings is not None else None
+    return tuple(recorded) if isinstance(recorded, list | tuple) and recorded else False
 
 
 def objects_of(logits: torch.Tensor, settings: Mapping[str, object]) -> np.ndarray:

@@ -54,6 +54,7 @@ from pixelwise.inference.predict import (
     contour_overlay,
     index_dtype,
     instance_settings,
+    instance_tta,
     objects_of,
 )
 from pixelwise.inference.segmenter import Segmenter
@@ -311,7 +312,9 @@ class Predictor:
         self, data: bytes, name: str, fmt: str, instances: bool, alpha: float
     ) -> tuple[bytes, str]:
         image = decode_image(data, name, self.segmenter.in_channels)  # (C, H, W)
-        logits = predict_tiled(self.segmenter, image, tile=self.settings.tile)  # (K, H, W)
+        # Objects with the test-time augmentation the checkpoint chose for them, if any.
+        tta = instance_tta(self.instances) if instances else False
+        logits = predict_tiled(self.segmenter, image, tile=self.settings.tile, tta=tta)  # (K, H, W)
         mask = logits.argmax(dim=0).cpu().numpy()  # (H, W)
         palette = self.segmenter.palette
         objects = objects_of(logits, self.instances) if instances else None
