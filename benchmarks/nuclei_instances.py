@@ -45,7 +45,7 @@ from pixelwise import load_model
 from pixelwise.engine.instances import validation_probabilities
 from pixelwise.inference import evaluation_dataset
 from pixelwise.inference.instances import evaluate_instances, instance_labels
-from pixelwise.inference.predict import contour_overlay, instance_tta, objects_of
+from pixelwise.inference.predict import contour_overlay, instance_plan, objects_of
 from pixelwise.inference.tiling import predict as predict_tiled
 from pixelwise.instances import GRID, choose_parameters
 
@@ -127,9 +127,9 @@ def hardest_overlay(runs: dict, results: dict, out: object) -> str:
             panels.append(contour_overlay(image, np.zeros(image.shape[-2:], np.int32)))
             panels.append(contour_overlay(image, instance_labels(dataset, worst)))
         for method in results[label]:
-            settings = results[label][method]["settings"]
+            settings, tta = instance_plan(results[label][method]["settings"])
             with torch.no_grad():
-                logits = predict_tiled(segmenter, image, tile=512, tta=instance_tta(settings))
+                logits = predict_tiled(segmenter, image, tile=512, tta=tta or False)
             panels.append(contour_overlay(image, objects_of(logits, settings)))
     Image.fromarray(np.concatenate(panels, axis=1)).save(out / "hardest.png")
     return per_image[worst]["name"]

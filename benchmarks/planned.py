@@ -4,10 +4,11 @@
 threads each training will have); the plan and the shipped config then train side by side
 (``--jobs 2``) or one after the other, on the shipped config's split (its ``val_fraction``,
 ``shuffle_split``, ``seed`` and ``manifest`` are given to the plan, so both validate on the
-same images; on nuclei the plan learns the shipped config's two classes, not the three-class
-target it picks for touching objects), and each run's checkpoints at a quarter, half and all of the budget are scored
-on that validation split with :func:`pixelwise.inference.evaluate` (pixel accuracy, class
-accuracy, mean IoU, boundary F1). The last row gives each score's ratio, planned over shipped.
+same images; on nuclei the plan learns the shipped config's two classes, not the
+three-class target it picks for touching objects), and each run's checkpoints at a quarter,
+half and all of the budget are scored on that validation split with
+:func:`pixelwise.inference.evaluate` (pixel accuracy, class accuracy, mean IoU, boundary F1).
+The last row gives each score's ratio, planned over shipped.
 
     .venv/bin/python benchmarks/planned.py nuclei --minutes 15 --jobs 2
     .venv/bin/python benchmarks/planned.py camvid --minutes 15 --jobs 2

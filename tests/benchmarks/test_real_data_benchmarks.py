@@ -182,3 +182,8 @@ def test_planned_nuclei_smoke(tmp_path):
     # the shipped config's task (background / nucleus) and validation split
     assert 'instance_target = "semantic"' in trained
     assert 'manifest = "manifest.csv"' in trained and "val_fraction = 0.25" in trained
+    # the plan's model made tiny: a pretrained encoder keeps its levels, the decoder narrows
+    if 'encoder = "efficientnet_lite0"' in report["plan"]:
+        assert 'encoder = "efficientnet_lite0"' in trained and "base_width = 4" in trained
+    else:
+        assert "depth = 2" in trained and "base_width = 4" in trained

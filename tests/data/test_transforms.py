@@ -300,3 +300,28 @@ def test_no_colour_step_unless_asked():
 def test_colour_jitter_refuses_out_of_range(strength, invert):
     with pytest.raises(ValueError, match="be in \\[0, 1\\]"):
         ColourJitter(strength, invert)
+
+
+def test_colour_jitter_keeps_the_range_of_float_images_outside_unit():
+    """A float TIFF in [-1, 3]: inverted within its own range, brightened without clipping
+    at 1."""
+    image = torch.tensor([[-1.0, 0.0], [1.0, 3.0]])[None]
+    jitter = ColourJitter(0.5)
+    inverted = jitter.transform(tv_tensors.Image(image), _params(invert=True))
+    torch.testing.assert_close(inverted.as_subclass(torch.Tensor), 2.0 - image)  # -1 + 3 - x
+    brighter = jitter.transform(tv_tensors.Image(image), _params(brightness=1.25))
+    # mapped to [0, 1] by (x + 1) / 4, times 1.25 (clipped at 1), mapped back
+    expected = ((image + 1) / 4 * 1.25).clamp(0, 1) * 4 - 1
+    torch.testing.assert_close(brighter.as_subclass(torch.Tensor), expected)
+    assert float(brighter.max()) == 3.0 and float(brighter.min()) == -1.0
+
+
+def test_colour_jitter_refuses_integer_images():
+    image = tv_tensors.Image(torch.full((3, 4, 4), 200, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"^colour augmentation must get float images"):
+        ColourJitter(0.5).transform(image, _params())
+
+
+def test_colour_jitter_comes_before_the_crop():
+    steps = build_transforms(crop_size=8, hflip=True, colour_jitter=0.2).transforms
+    assert [type(t).__name__ for t in steps] == ["RandomFlip", "ColourJitter", "RandomCrop"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from pixelwise.cli import main
 from pixelwise.engine.checkpoint import load_checkpoint
+from pixelwise.inference.tta import DIHEDRAL
 
 
 def blob_folder(root, count: int = 6, size: int = 48):
@@ -168,13 +171,16 @@ def test_test_time_augmentation_is_recorded_only_when_it_pays(
     if recorded:
         assert fields["tta"] == ["identity", "hflip"] and fields["threshold"] == 0.3
         assert fields["score"] == 0.5 + gain
+        # what a prediction that turns the augmentation off uses
+        assert fields["one_pass"]["threshold"] == 0.5 and fields["one_pass"]["score"] == 0.5
     else:
         assert fields["tta"] is False and fields["threshold"] == 0.5 and fields["score"] == 0.5
+        assert "one_pass" not in fields
 
 
 def test_predict_instances_uses_the_recorded_test_time_augmentation(tmp_path, capsys):
     from pixelwise.engine.checkpoint import load_model, record_instances
-    from pixelwise.inference import instance_settings, read_image_file
+    from pixelwise.inference import read_image_file
     from pixelwise.inference.optimize import optimize_for_inference
     from pixelwise.inference.predict import objects_of
     from pixelwise.inference.tiling import predict as predict_tiled
@@ -182,22 +188,56 @@ def test_predict_instances_uses_the_recorded_test_time_augmentation(tmp_path, ca
     data = blob_folder(tmp_path / "data", count=4)
     run = train_run(tmp_path, data, epochs=1, data_keys="val_fraction = 0.25\nhflip = true")
     checkpoint = run / "best.pt"
-    settings = {**load_checkpoint(checkpoint).instances, "tta": ["identity", "hflip"]}
-    settings.update(method="components", threshold=0.5, min_size=0)
-    record_instances(checkpoint, settings)
+    recorded = {**load_checkpoint(checkpoint).instances, "tta": ["identity", "hflip"]}
+    recorded.update(method="components", threshold=0.5, min_size=0)
+    recorded["one_pass"] = {"method": "components", "threshold": 0.7, "min_size": 0, "score": 0}
+    record_instances(checkpoint, recorded)
     segmenter = load_model(checkpoint)
     segmenter = segmenter.with_network(optimize_for_inference(segmenter.network, inplace=True))
     image = read_image_file(data / "images" / "0.png", 1)
-    for extra, tta in (([], ("identity", "hflip")), (["--no-tta"], False), (["--tta"], True)):
-        out = tmp_path / f"out{len(extra)}{tta}"
+    cases = {  # flag: (transforms, threshold, printed)
+        (): (("identity", "hflip"), 0.5, "mean of 2 flipped or rotated copies"),
+        ("--no-tta",): (False, 0.7, None),  # the one-pass search's parameters
+        ("--tta",): (True, 0.5, "mean of 8 flipped or rotated copies"),
+    }
+    for extra, (tta, threshold, shown) in cases.items():
+        out = tmp_path / f"out{extra}"
         argv = ["predict", str(checkpoint), str(data / "images" / "0.png"), "--out", str(out)]
         assert main([*argv, "--instances", *extra]) == 0
         printed = capsys.readouterr().out
-        averaged = {(): "over 2 flips", ("--no-tta",): None, ("--tta",): "over 8 flips"}
-        shown = averaged[tuple(extra)]
-        assert ("averaged over" in printed) == (shown is not None)
+        assert f"threshold {threshold:g}" in printed
+        assert ("mean of" in printed) == (shown is not None)
         assert shown is None or shown in printed
         logits = predict_tiled(segmenter, image, tile=512, tta=tta)
-        expected = objects_of(logits, instance_settings(segmenter))
+        settings = {"method": "components", "threshold": threshold, "min_size": 0}
+        expected = objects_of(logits, settings)
         written = np.asarray(Image.open(out / "0_instances.png")).astype(np.int64)
         np.testing.assert_array_equal(written, expected.astype(np.int64))
+    # evaluate --instances predicts the same way, and says what it used
+    argv = ["evaluate", str(checkpoint), str(data), "--split", "all", "--instances", "--json"]
+    for extra, (tta, threshold, _) in cases.items():
+        assert main([*argv, *extra]) == 0
+        used = json.loads(capsys.readouterr().out)["settings"]
+        assert used["threshold"] == threshold and "one_pass" not in used
+        assert used["tta"] == (list(DIHEDRAL) if tta is True else list(tta) if tta else False)
+
+
+def test_a_damaged_tta_record_and_a_misplaced_flag_are_one_line(tmp_path, capsys):
+    from pixelwise.engine.checkpoint import record_instances
+
+    data = blob_folder(tmp_path / "data", count=4)
+    run = train_run(tmp_path, data, epochs=1, data_keys="val_fraction = 0.25")
+    checkpoint = run / "best.pt"
+    record_instances(checkpoint, {**load_checkpoint(checkpoint).instances, "tta": ["flip"]})
+    capsys.readouterr()
+    argv = ["predict", str(checkpoint), str(data / "images"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--instances"]) != 0
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("pixelwise: error: the recorded instances.tta must be false or a list")
+    assert "got ['flip']" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    assert main(["evaluate", str(checkpoint), str(data), "--tta"]) != 0
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "pixelwise: error: --tta goes with --instances: the per-pixel scores come from one pass"
+    )

@@ -24,6 +24,9 @@ from pixelwise.cli.data import add_data_flags, data_flags
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.tta is not None and not args.instances:
+        flag = "--tta" if args.tta else "--no-tta"
+        raise ValueError(f"{flag} goes with --instances: the per-pixel scores come from one pass")
     # At call time: start-up without torch.
     from tqdm import tqdm
 
@@ -63,7 +66,7 @@ def _evaluate_instances(args: argparse.Namespace, segmenter: object, dataset: ob
     from pixelwise.inference.instances import evaluate_instances
 
     with tqdm(total=len(dataset), desc="evaluate", unit="image", disable=None) as bar:
-        result = evaluate_instances(segmenter, dataset, progress=bar_progress(bar))
+        result = evaluate_instances(segmenter, dataset, tta=args.tta, progress=bar_progress(bar))
     if args.json:
         print(json.dumps(without_nan(result), indent=2))
         return 0
@@ -112,8 +115,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pixelwise._checks import one_line
     from pixelwise.inference import (
         collect_images,
+        instance_plan,
         instance_settings,
-        instance_tta,
         mask_encoding,
         parse_shard,
         plan_outputs,
@@ -131,7 +134,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"shard {shard[0]}/{shard[1]}: {len(chosen)} of {len(images)} image(s)")
         images = chosen
     encoding = mask_encoding(segmenter, args.mask_format)  # refused before anything is written
-    instances = instance_settings(segmenter) if args.instances else None
+    tta = args.tta or False
+    instances = None
+    if args.instances:  # the checkpoint's choice, or --tta / --no-tta's
+        instances, tta = instance_plan(instance_settings(segmenter), args.tta)
     plan = plan_outputs(
         images,
         args.out,
@@ -139,10 +145,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         instances=args.instances,
     )
-    if instances is not None:  # with the averaging this prediction does
-        print(
-            f"instances: {_instances_text({**instances, 'tta': instance_tta(instances, args.tta)})}"
-        )
+    if instances is not None:
+        print(f"instances: {_instances_text(instances)}")
     failed = []
     for image, paths in tqdm(plan, desc="predict", unit="image", disable=None):
         with tqdm(desc=image.name, unit="tile", leave=False, disable=None) as bar:
@@ -158,7 +162,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     paths,
                     alpha=args.alpha,
                     tile=args.tile,
-                    tta=args.tta,
+                    tta=tta,
                     progress=progress,
                     mask_format=args.mask_format,
                     instances=instances,
@@ -190,10 +194,8 @@ def _instances_text(settings: dict) -> str:
         if settings.get("score") is not None
         else "defaults: the checkpoint records none (it was not trained on instance labels)"
     )
-    from pixelwise.inference.tta import check_transforms
-
-    transforms = check_transforms(settings.get("tta") or False)
-    averaged = f", the prediction averaged over {len(transforms)} flips and rotations"
+    transforms = settings.get("tta") or ()
+    averaged = f", predicted as the mean of {len(transforms)} flipped or rotated copies"
     averaged = averaged if transforms else ""
     return (
         f"{how}, threshold {settings['threshold']:g}, minimum size {settings['min_size']}"
@@ -327,6 +329,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score objects against instance labels: Data Science Bowl score, F1 at IoU 0.5, "
         "merges, splits, touching pairs kept apart",
+    )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --instances: predict as the mean of the 8 flips and 90° rotations; --no-tta: "
+        "one pass (default: what the checkpoint chose on its validation split)",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(func=cmd_evaluate)

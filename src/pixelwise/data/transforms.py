@@ -194,11 +194,13 @@ class ColourJitter(RandomTransform):
 
     Per sample, in this order: brightness (the image times a factor in [1 − s, 1 + s]),
     contrast (blended with its mean grey value by a factor in [1 − s, 1 + s]; with other than
-    one or three channels, the mean over all channels), and for three
-    channels saturation (blended with its grey image by a factor in [1 − s, 1 + s]) and hue
-    (rotated by up to s / 4 of the colour wheel); then, with probability ``invert``, the
-    image becomes 1 − image (dark objects on a bright ground and bright on dark alike). Values
-    stay in [0, 1]. torchvision's kernels do each step (``F.adjust_*``, ``F.invert``).
+    one or three channels, the mean over all channels), and for three channels saturation
+    (blended with its grey image by a factor in [1 − s, 1 + s]) and hue (rotated by up to
+    s / 4 of the colour wheel); then, with probability ``invert``, the intensities are
+    mirrored (1 − image: dark objects on a bright ground and bright on dark alike).
+    torchvision's kernels do each step (``F.adjust_*``, ``F.invert``) on [0, 1]; a float image
+    with values outside [0, 1] (a float TIFF) is mapped from its range [min(0, lowest),
+    max(1, highest)] to [0, 1] and back, so its range is kept.
 
     Args:
         strength: s in [0, 1]; 0 changes nothing but the inversion.
@@ -232,20 +234,34 @@ class ColourJitter(RandomTransform):
     def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
         if not isinstance(inpt, tv_tensors.Image):
             return inpt
-        out = inpt.as_subclass(torch.Tensor)
-        if self.strength > 0 and out.shape[-3] not in (1, 3):  # torchvision's: grey or RGB
-            out = (out * params["brightness"]).clamp(0, 1)
-            mean = out.mean(dim=(-3, -2, -1), keepdim=True)
-            out = mean + params["contrast"] * (out - mean)
-        elif self.strength > 0:
-            out = F.adjust_brightness_image(out, params["brightness"])
-            out = F.adjust_contrast_image(out, params["contrast"])
-            if out.shape[-3] == 3:
-                out = F.adjust_saturation_image(out, params["saturation"])
-                out = F.adjust_hue_image(out, params["hue"])
+        if not inpt.is_floating_point():
+            raise ValueError(
+                message("colour augmentation", "get float images in [0, 1]", f"{inpt.dtype}")
+            )
+        plain = inpt.as_subclass(torch.Tensor)
+        low = min(float(plain.min()), 0.0) if plain.numel() else 0.0
+        high = max(float(plain.max()), 1.0) if plain.numel() else 1.0
+        out = (plain - low) / (high - low) if (low, high) != (0.0, 1.0) else plain
+        out = self._adjust(out, params)
         if params["invert"]:
             out = F.invert_image(out)
-        return _wrap(out.clamp(0, 1), inpt)
+        out = out.clamp(0, 1)
+        return _wrap(out * (high - low) + low if (low, high) != (0.0, 1.0) else out, inpt)
+
+    def _adjust(self, out: torch.Tensor, params: dict) -> torch.Tensor:
+        """Brightness, contrast, saturation and hue of an image in [0, 1]."""
+        if self.strength == 0:
+            return out
+        if out.shape[-3] not in (1, 3):  # torchvision's kernels take grey or RGB
+            out = (out * params["brightness"]).clamp(0, 1)
+            mean = out.mean(dim=(-3, -2, -1), keepdim=True)
+            return mean + params["contrast"] * (out - mean)
+        out = F.adjust_brightness_image(out, params["brightness"])
+        out = F.adjust_contrast_image(out, params["contrast"])
+        if out.shape[-3] == 3:
+            out = F.adjust_saturation_image(out, params["saturation"])
+            out = F.adjust_hue_image(out, params["hue"])
+        return out
 
 
 def elastic_field(displacements: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -401,8 +417,8 @@ def build_transforms(
     ignore_index: int = 255,
     generator: torch.Generator | None = None,
 ) -> JointTransform:
-    """The training augmentation, in this order: scale, 90° rotation, flips, crop, elastic,
-    colour.
+    """The training augmentation, in this order: scale, 90° rotation, flips, colour, crop,
+    elastic.
 
     Cropping after the rotation keeps every output at ``crop_size``; the elastic deformation
     acts on the crop, as in the paper, where it deforms the training tile.
@@ -426,10 +442,10 @@ def build_transforms(
         steps.append(RandomRot90(generator))
     if hflip or vflip:
         steps.append(RandomFlip(0.5 * hflip, 0.5 * vflip, generator))
+    if colour_jitter > 0 or invert > 0:  # before the crop: its contrast mean and inversion
+        steps.append(ColourJitter(colour_jitter, invert, generator))  # see no padding
     if crop_size is not None:
         steps.append(RandomCrop(crop_size, ignore_index, generator))
     if elastic_std > 0:
         steps.append(ElasticDeformation(elastic_std, generator=generator))
-    if colour_jitter > 0 or invert > 0:
-        steps.append(ColourJitter(colour_jitter, invert, generator))
     return JointTransform(steps, generator)

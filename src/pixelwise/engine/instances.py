@@ -65,47 +65,62 @@ def interior_class(class_names: Sequence[str]) -> int | None:
 def validation_probabilities(
     path: str | Path | Segmenter, dataset: Dataset, tta: Sequence[str] = ()
 ) -> tuple[list[np.ndarray], list[np.ndarray], int | None]:
-    """The checkpoint's class probabilities (K, H, W) on every validation sample (averaged
-    over the test-time transforms ``tta``, if any), the samples' instance labels, and the
+    """The checkpoint's class probabilities (K, H, W) on every validation sample, predicted
+    as ``pixelwise predict`` and ``evaluate`` predict (whole, or in tiles of 512, averaged
+    over the test-time transforms ``tta`` if any), the samples' instance labels, and the
     interior class."""
-    segmenter = path if isinstance(path, Segmenter) else load_model(path)
+    segmenter = path if isinstance(path, Segmenter) else inference_model(path)
     probabilities, targets = [], []
     with torch.no_grad():
         for index in range(len(dataset)):
             image = dataset[index]["image"]
-            if tta:
-                logits = segmenter.predict_logits(image, tile=512, tta=tuple(tta))  # (K, H, W)
-            else:
-                logits = segmenter.predict_logits(image[None])[0]
-            probabilities.append(torch.softmax(logits.float(), dim=0).numpy())
+            logits = segmenter.predict_logits(image, tile=512, tta=tuple(tta) or False)
+            probabilities.append(torch.softmax(logits.float(), dim=0).cpu().numpy())
             targets.append(instance_labels(dataset, index))  # touching objects still touching
     return probabilities, targets, interior_class(segmenter.class_names)
 
 
-def choose_instances(path: str | Path, dataset: Dataset) -> dict[str, object]:
+def inference_model(path: str | Path, device: str | torch.device = "cpu") -> Segmenter:
+    """The checkpoint's model as prediction runs it (batch norms folded, once)."""
+    from pixelwise.inference.optimize import optimize_for_inference
+
+    segmenter = load_model(path, device=device)
+    return segmenter.with_network(optimize_for_inference(segmenter.network, inplace=True))
+
+
+def choose_instances(
+    path: str | Path, dataset: Dataset, device: str | torch.device = "cpu"
+) -> dict[str, object]:
     """The post-processing of the checkpoint ``path`` chosen on ``dataset``, with or without
-    test-time augmentation (see the module docstring): the fields to record."""
-    segmenter = load_model(path)
+    test-time augmentation (see the module docstring): the fields to record. With the
+    augmentation chosen, ``"one_pass"`` keeps the parameters and score of the one-pass
+    search, for a prediction that turns the augmentation off."""
+    segmenter = inference_model(path, device)
     probabilities, targets, interior = validation_probabilities(segmenter, dataset)
     chosen, score = choose_parameters(probabilities, targets, interior_class=interior)
-    tta: list[str] | bool = False
+    fields = {**chosen.to_dict(), "interior_class": interior, "score": score, "tta": False}
     transforms = test_time_transforms(segmenter.checkpoint.config.get("data", {}))
     if transforms:
         averaged, _, _ = validation_probabilities(segmenter, dataset, transforms)
         chosen_tta, score_tta = choose_parameters(averaged, targets, interior_class=interior)
         if score_tta >= score + TTA_GAIN:
-            chosen, score, tta = chosen_tta, score_tta, list(transforms)
-    return {**chosen.to_dict(), "interior_class": interior, "score": score, "tta": tta}
+            one_pass = {**chosen.to_dict(), "score": score}
+            fields = {**fields, **chosen_tta.to_dict(), "score": score_tta}
+            fields.update(tta=list(transforms), one_pass=one_pass)
+    return fields
 
 
-def record_chosen_instances(paths: Sequence[Path], dataset: Dataset) -> dict[str, dict]:
+def record_chosen_instances(
+    paths: Sequence[Path], dataset: Dataset, device: str | torch.device = "cpu"
+) -> dict[str, dict]:
     """Choose and record the post-processing of each checkpoint in ``paths`` on ``dataset``
-    (samples with ``"instances"``); returns what was recorded, by file name."""
+    (samples with ``"instances"``), predicting on ``device``; returns what was recorded, by
+    file name."""
     recorded = {}
     for path in paths:
         if not Path(path).is_file():
             continue
-        fields = choose_instances(path, dataset)
+        fields = choose_instances(path, dataset, device)
         record_instances(path, fields)
         recorded[Path(path).name] = fields
         logger.info("instances for %s: %s", Path(path).name, fields)

@@ -225,7 +225,7 @@ class Trainer:
                 from pixelwise.engine.instances import record_chosen_instances
 
                 paths = (self.saver.best_path, self.saver.last_path)
-                self.instances = record_chosen_instances(paths, self.val_set)
+                self.instances = record_chosen_instances(paths, self.val_set, self.device)
         distributed.barrier()
         result = FitResult.of(
             state,

@@ -2,10 +2,11 @@
 
 Each image is predicted whole or in tiles (:func:`pixelwise.inference.tiling.predict`), its
 probabilities become objects (:func:`pixelwise.inference.predict.objects_of`, with the
-checkpoint's recorded post-processing), and the objects are compared with the labels as the
-file holds them (touching objects still touching): the Data Science Bowl score (mean over IoU
-0.50:0.05:0.95 of TP / (TP + FP + FN), averaged over images), F1 at IoU 0.5 (pooled over
-images), merges and splits, and the share of touching pairs kept apart.
+checkpoint's recorded post-processing and test-time augmentation,
+:func:`pixelwise.inference.predict.instance_plan`), and the objects are compared with the
+labels as the file holds them (touching objects still touching): the Data Science Bowl
+score (mean over IoU 0.50:0.05:0.95 of TP / (TP + FP + FN), averaged over images), F1 at IoU
+0.5 (pooled over images), merges and splits, and the share of touching pairs kept apart.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pixelwise._checks import message
-from pixelwise.inference.predict import instance_settings, instance_tta, objects_of
+from pixelwise.inference.predict import instance_plan, instance_settings, objects_of
 from pixelwise.inference.tiling import predict as predict_tiled
 from pixelwise.metrics import mean_average_precision
 from pixelwise.metrics.objects import match_objects, touching_pairs
@@ -53,7 +54,7 @@ def evaluate_instances(
     Args:
         model: A Segmenter (its checkpoint's ``instances`` field is used) or a network.
         settings: The post-processing; default :func:`instance_settings` of ``model``.
-        tta: Test-time augmentation; None: what ``settings`` records (:func:`instance_tta`).
+        tta: Test-time augmentation; None: what ``settings`` records (:func:`instance_plan`).
 
     Returns:
         ``dsb_score``, ``f1``, ``true_positives``, ``false_positives``, ``false_negatives``,
@@ -62,7 +63,7 @@ def evaluate_instances(
         ``num_images``, ``objects``, ``predicted_objects``, ``settings``, ``per_image``.
     """
     settings = dict(settings) if settings is not None else instance_settings(model)
-    tta = instance_tta(settings, tta)
+    settings, tta = instance_plan(settings, tta)  # settings["tta"]: what is used
     totals = dict.fromkeys(
         ("tp", "fp", "fn", "merges", "splits", "pairs", "separated", "merged"), 0
     )
@@ -71,7 +72,7 @@ def evaluate_instances(
     for index in range(len(dataset)):
         image = dataset[index]["image"]
         with torch.no_grad():
-            logits = predict_tiled(model, image, tile=tile, tta=tta)  # (K, H, W)
+            logits = predict_tiled(model, image, tile=tile, tta=tta or False)  # (K, H, W)
         predicted = objects_of(logits, settings)
         truth = instance_labels(dataset, index)
         score = mean_average_precision(truth, predicted)

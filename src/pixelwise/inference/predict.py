@@ -354,7 +354,7 @@ def predict_file(
         palette: (K, 3) colours; default the Segmenter's, or
             :func:`pixelwise.report.palette.class_palette` of K for a bare network.
         tta: Test-time augmentation (:func:`pixelwise.inference.tta.check_transforms`); None:
-            what ``instances`` records (:func:`instance_tta`), else none.
+            what ``instances`` records (:func:`instance_plan`), else none.
         mask_format: ``"data"``: ``<stem>_mask.png`` in the training data's encoding
             (:func:`mask_encoding`; class indices without one); ``"index"``: class indices.
         instances: How probabilities become objects (a checkpoint's ``instances`` field, see
@@ -366,8 +366,9 @@ def predict_file(
     """
     encoding = mask_encoding(model, mask_format)
     image = read_image_file(image_path, model_in_channels(model))  # (C, H, W)
-    tta = instance_tta(instances, tta)
-    logits = predict_tiled(model, image, tile=tile, tta=tta, progress=progress)  # (K, H, W)
+    if instances is not None:
+        instances, tta = instance_plan(instances, tta)
+    logits = predict_tiled(model, image, tile=tile, tta=tta or False, progress=progress)
     mask = logits.argmax(dim=0).cpu()  # (H, W)
     if palette is None:
         palette = getattr(model, "palette", None)
@@ -394,16 +395,55 @@ def instance_settings(model: nn.Module) -> dict[str, object]:
     return {**InstanceParameters().to_dict(), "interior_class": None, "score": None}
 
 
-def instance_tta(
-    settings: Mapping[str, object] | None, tta: bool | str | Sequence[str] | None = None
-) -> bool | str | tuple[str, ...]:
-    """The test-time augmentation of a prediction: ``tta`` when given, else the transforms the
-    instance post-processing ``settings`` records (chosen on the validation split,
-    :mod:`pixelwise.engine.instances`), else none."""
-    if tta is not None:
-        return tuple(tta) if isinstance(tta, list | tuple) else tta
-    recorded = settings.get("tta") if settings is not None else None
-    return tuple(recorded) if isinstance(recorded, list | tuple) and recorded else False
+def _recorded_tta(settings: Mapping[str, object]) -> tuple[str, ...]:
+    """The test-time transforms ``settings`` records; () for none (older checkpoints)."""
+    from pixelwise.inference.tta import DIHEDRAL, check_transforms
+
+    value = settings.get("tta")
+    if value is None or value is False:
+        return ()
+    names = value if isinstance(value, list | tuple) else None
+    if names and all(isinstance(n, str) for n in names):
+        try:
+            return check_transforms(tuple(names))
+        except ValueError:
+            pass
+    raise ValueError(
+        message(
+            "the recorded instances.tta",
+            f"be false or a list of distinct transform names from {list(DIHEDRAL)}",
+            repr(value),
+            "the checkpoint is damaged: train again, or predict without --instances",
+        )
+    )
+
+
+def instance_plan(
+    settings: Mapping[str, object], tta: bool | str | Sequence[str] | None = None
+) -> tuple[dict[str, object], tuple[str, ...]]:
+    """How a prediction makes objects: (the post-processing, the test-time transforms).
+
+    With ``tta`` None, what ``settings`` records (:func:`instance_settings`: the choice made
+    on the validation split, :mod:`pixelwise.engine.instances`). A given ``tta``
+    (:func:`pixelwise.inference.tta.check_transforms`; False or [] for one pass) overrides
+    it; turning off a recorded augmentation also takes the parameters the one-pass search
+    chose (recorded as ``"one_pass"``). The returned settings' ``"tta"`` is what is used.
+    """
+    from pixelwise.inference.tta import check_transforms
+
+    recorded = _recorded_tta(settings)
+    if tta is None:
+        used = recorded
+    elif isinstance(tta, list | tuple) and not tta:
+        used = ()
+    else:
+        used = check_transforms(tuple(tta) if isinstance(tta, list | tuple) else tta)
+    chosen = dict(settings)
+    if recorded and not used and isinstance(settings.get("one_pass"), Mapping):
+        chosen.update(settings["one_pass"])
+    chosen.pop("one_pass", None)
+    chosen["tta"] = list(used) if used else False
+    return chosen, used
 
 
 def objects_of(logits: torch.Tensor, settings: Mapping[str, object]) -> np.ndarray:

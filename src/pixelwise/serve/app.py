@@ -14,7 +14,9 @@ Routes (see :func:`create_app`):
   ``json`` (image size, and per class its name, colour, pixels and fraction), ``layers``
   (what the web page draws: the image, colour mask and index mask as base64 PNGs plus the
   JSON areas, from one prediction); ``instances=1`` makes objects with the post-processing
-  the checkpoint records (``mask``: 16-bit object labels; ``overlay``: each object's contour;
+  the checkpoint records, and its test-time augmentation if it records one (up to 8 passes;
+  the answer's classes come from the same mean) (``mask``: 16-bit object labels;
+  ``overlay``: each object's contour;
   ``json``: each object's area and class). Images larger than ``tile`` are predicted in
   tiles (:func:`pixelwise.inference.tiling.predict`).
 * ``GET /health``: ``{"status": "ok", ...}`` with the pool's occupancy.
@@ -53,8 +55,8 @@ from pixelwise.data._io import read_image
 from pixelwise.inference.predict import (
     contour_overlay,
     index_dtype,
+    instance_plan,
     instance_settings,
-    instance_tta,
     objects_of,
 )
 from pixelwise.inference.segmenter import Segmenter
@@ -306,15 +308,17 @@ class Predictor:
     def __init__(self, segmenter: Segmenter, settings: ServeSettings) -> None:
         self.segmenter = segmenter
         self.settings = settings
-        self.instances = instance_settings(segmenter)
+        # How objects are made (instances=1), as the checkpoint chose on its validation split.
+        self.instances, self.tta = instance_plan(instance_settings(segmenter))
 
     def __call__(
         self, data: bytes, name: str, fmt: str, instances: bool, alpha: float
     ) -> tuple[bytes, str]:
         image = decode_image(data, name, self.segmenter.in_channels)  # (C, H, W)
-        # Objects with the test-time augmentation the checkpoint chose for them, if any.
-        tta = instance_tta(self.instances) if instances else False
-        logits = predict_tiled(self.segmenter, image, tile=self.settings.tile, tta=tta)  # (K, H, W)
+        # Objects as the checkpoint chose to make them: with its test-time augmentation, if
+        # any (the class mask of the answer then comes from the same averaged logits).
+        tta = self.tta if instances else False
+        logits = predict_tiled(self.segmenter, image, tile=self.settings.tile, tta=tta or False)
         mask = logits.argmax(dim=0).cpu().numpy()  # (H, W)
         palette = self.segmenter.palette
         objects = objects_of(logits, self.instances) if instances else None
