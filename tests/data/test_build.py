@@ -39,15 +39,15 @@ def test_folders_layout_needs_a_declared_encoding(make_folder):
     assert val[0]["image"].shape == (3, 45, 67)  # validation is not augmented
 
 
-def test_colour_augmentation_changes_training_images_only(make_folder):
+def binary_folder(make_folder, **keys: object) -> dict:
+    """The [data] table of a folder of four 0/255 samples, with ``keys``."""
     root = make_folder(stems=[f"s{i}" for i in range(4)], values=(0, 255))
-    config = {
-        "layout": "folders",
-        "root": str(root),
-        "encoding": {"kind": "values", "value_map": {"0": 0, "255": 1}},
-        "val_fraction": 0.25,
-        "shuffle_split": False,
-    }
+    encoding = {"kind": "values", "value_map": {"0": 0, "255": 1}}
+    return {"layout": "folders", "root": str(root), "encoding": encoding, **keys}
+
+
+def test_colour_augmentation_changes_training_images_only(make_folder):
+    config = binary_folder(make_folder, val_fraction=0.25, shuffle_split=False)
     plain_train, plain_val = build_datasets(config)
     train, val = build_datasets({**config, "colour_jitter": 0.0, "invert": 1.0})
     torch.testing.assert_close(train[0]["image"], 1 - plain_train[0]["image"])
@@ -58,22 +58,16 @@ def test_colour_augmentation_changes_training_images_only(make_folder):
 
 
 def test_folders_weight_map_crops_with_the_mask(make_folder):
-    root = make_folder(stems=[f"s{i}" for i in range(4)], values=(0, 255))
-    config = {
-        "layout": "folders",
-        "root": str(root),
-        "encoding": {"kind": "values", "value_map": {"0": 0, "255": 1}},
-        "weight_map_background": 0,
-        "crop_size": 32,
-        "rot90": True,
-        "val_fraction": 0.25,
-    }
+    config = binary_folder(
+        make_folder, weight_map_background=0, crop_size=32, rot90=True, val_fraction=0.25
+    )
+    root = config["root"]
     train, val = build_datasets(config)
     batch = next(iter(DataLoader(train, batch_size=3)))
     assert batch["weight"].shape == (3, 32, 32) and bool((batch["weight"] > 0).all())
     assert val[0]["weight"].shape == (45, 67)
     with pytest.raises(ValueError, match=r"^data.weight_map_background must go with layout"):
-        DataConfig(layout="instances", root=str(root), weight_map_background=0)
+        DataConfig(layout="instances", root=root, weight_map_background=0)
 
 
 def test_unknown_keys_and_layouts_get_suggestions():
