@@ -9,7 +9,8 @@ on this machine (it picks the target from how many objects touch) — on the sam
 split as the others, and ``planned_weight_map``, ``planned_scale``, ``planned_scale_weight_map``
 the same plan with the U-Net weight map, random rescaling (0.6–1.6), or both, and
 ``planned_colour`` / ``planned_colour_invert`` with random colour (``data.colour_jitter``),
-and inversion of half the images (``data.invert``). ``--arms`` picks
+and inversion of half the images (``data.invert``), ``planned_class_weights`` with
+median-frequency class weights. ``--arms`` picks
 some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
 distance peaks), each with its parameters chosen on the validation split as training does
@@ -66,11 +67,13 @@ SMOKE = [
 # The planned run with one change each (the same plan, split and budget): the U-Net weight
 # map on the three-class target, random rescaling of the images, or both; random colour
 # (brightness, contrast, saturation, hue at strength 0.4), with or without inverting half the
-# images (dark objects on bright ground and bright on dark: mixed stains and fluorescence).
+# images (dark objects on bright ground and bright on dark: mixed stains and fluorescence);
+# median-frequency class weights, which weigh the thin boundary class up.
 PLANNED_VARIANTS = {
     "planned": [],
     "planned_colour": ["data.colour_jitter=0.4"],
     "planned_colour_invert": ["data.colour_jitter=0.4", "data.invert=0.5"],
+    "planned_class_weights": ["loss.class_weights=median_frequency"],
     "planned_weight_map": ["loss.name=weighted_ce", "data.weights=true"],
     "planned_scale": ["data.scale=[0.6, 1.6]"],
     "planned_scale_weight_map": [
