@@ -13,7 +13,7 @@ and inversion of half the images (``data.invert``), ``planned_class_weights`` wi
 median-frequency class weights. ``--arms`` picks
 some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
-distance peaks), each with its parameters chosen on the validation split as training does
+distance peaks or h-maxima), each with its parameters chosen on the validation split as training does
 (:func:`pixelwise.instances.choose_parameters`), and scored on that split with
 :func:`pixelwise.inference.instances.evaluate_instances`: the Data Science Bowl score, F1 at
 IoU 0.5, merges, splits and the touching pairs kept apart. The same split chooses and scores,

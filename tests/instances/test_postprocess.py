@@ -53,8 +53,34 @@ def test_peak_seeds_split_interiors_joined_by_a_neck_that_region_seeds_keep_as_o
     assert regions.max() == 1  # one region over the seed threshold: one marker
     peaks = watershed_objects(foreground, interior, min_size=0, seeds="peaks")
     assert peaks.max() == 2 and mean_average_precision(truth, peaks) > 0.9
+    # The neck is ~1.5 pixels from the background and each core's centre 7: a dynamic of
+    # ~5.5, over any h here.
+    for h in (1.0, 2.0, 5.0):
+        split = watershed_objects(foreground, interior, min_size=0, seeds="hmaxima", h=h)
+        assert split.max() == 2 and mean_average_precision(truth, split) > 0.9
     with pytest.raises(ValueError, match="seeds must be one of"):
         InstanceParameters(seeds="corners")
+
+
+def test_h_maxima_seeds_keep_a_waisted_object_whole_where_peaks_split_it():
+    # One object with a slight waist: two discs of radius 8 whose centres are 8 apart. Its
+    # distance transform peaks at both centres (8.06) with a saddle of 7.0 between them: a
+    # dynamic of 1.06.
+    shape = (40, 60)
+    truth = (disc(shape, (20, 22), 8) | disc(shape, (20, 30), 8)).astype(np.int32)
+    foreground = truth.astype(float)
+    interior = foreground  # the whole object over the seed threshold
+    peaks = watershed_objects(foreground, interior, min_size=0, seeds="peaks", min_distance=5)
+    assert peaks.max() == 2  # the two centres are 8 apart, over min_distance
+    kept = watershed_objects(foreground, interior, min_size=0, seeds="hmaxima", h=2.0)
+    assert kept.max() == 1 and np.array_equal(kept, truth)
+    low = watershed_objects(foreground, interior, min_size=0, seeds="hmaxima", h=1.0)
+    assert low.max() == 2  # h under the dynamic: a marker each
+    from pixelwise.instances.postprocess import _h_maxima
+
+    assert _h_maxima(np.zeros((6, 6)), 1.0).max() == 0  # nothing inside: no marker
+    with pytest.raises(ValueError, match="h must be a number of pixels > 0"):
+        InstanceParameters(seeds="hmaxima", h=0)
 
 
 def test_distance_peaks_are_the_local_maxima_and_a_flat_top_is_one_marker():
@@ -126,6 +152,18 @@ def test_from_probabilities_and_a_parameter_search_on_validation_images():
     # One merged object against two discs: IoU with the first 317 / 623 = 0.509, a match at
     # the 0.5 threshold only, where TP / (TP + FP + FN) = 1 / 2: the mean over ten is 0.05.
     assert only.method == "components" and only_score == pytest.approx(0.05)
+
+
+def test_the_default_grid_holds_each_distinct_candidate_once():
+    from pixelwise.instances.postprocess import GRID, _grid
+
+    seeded = list(_grid(GRID, seeded=True))
+    # components: 3 thresholds x 3 sizes; watershed: 3 thresholds x 3 seed thresholds x
+    # (regions, peaks, h-maxima at two h) x 3 sizes. h varies only with h-maxima seeds.
+    assert len(seeded) == len(set(seeded)) == 3 * 3 + 3 * 3 * 4 * 3
+    assert {p.h for p in seeded if p.seeds != "hmaxima"} == {InstanceParameters.h}
+    # Without an interior map: components, and watershed from distance peaks.
+    assert len(list(_grid(GRID, seeded=False))) == 3 * 3 + 3 * 3
 
 
 def test_bad_parameters_are_one_line():

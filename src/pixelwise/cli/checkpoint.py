@@ -182,6 +182,8 @@ def _instances_text(settings: dict) -> str:
         seeds = "distance peaks"
     elif settings.get("seeds") == "peaks":
         seeds = "peaks of the interior class's regions"
+    elif settings.get("seeds") == "hmaxima":
+        seeds = f"h-maxima of the interior class's regions, h = {settings.get('h', 2.0):g}"
     else:
         seeds = "interior class"
     how = (

@@ -13,9 +13,11 @@ after.
   to the background) exceeds ``seed_threshold`` (``seeds="regions"``), or the peaks of that
   region's distance transform — pixels that are the largest within ``min_distance``
   (chessboard) of them (``seeds="peaks"``: two interiors still joined by a neck get a marker
-  each); without an interior map, the peaks of the foreground's own distance transform. Each
-  marker floods the foreground downhill from its peak, so two touching objects with a seed
-  each come out apart.
+  each), or that transform's h-maxima (``seeds="hmaxima"``: a peak is a marker where it stands
+  at least ``h`` pixels above the saddle to any higher one, whatever the spacing, so a neck
+  splits and the bumps of one large irregular object do not); without an interior map, the
+  peaks of the foreground's own distance transform. Each marker floods the foreground
+  downhill from its peak, so two touching objects with a seed each come out apart.
 
 :func:`choose_parameters` searches a small grid of these parameters for the best mean Data
 Science Bowl score (:func:`pixelwise.metrics.mean_average_precision`) on validation images;
@@ -36,13 +38,14 @@ from pixelwise._checks import check_choice, message
 from pixelwise.metrics.objects import mean_average_precision
 
 METHODS = ("components", "watershed")
-SEEDS = ("regions", "peaks")  # watershed markers from an interior map
+SEEDS = ("regions", "peaks", "hmaxima")  # watershed markers from an interior map
 # The grid :func:`choose_parameters` searches by default.
 GRID: Mapping[str, Sequence[object]] = {
     "method": METHODS,
     "threshold": (0.4, 0.5, 0.6),
     "seed_threshold": (0.5, 0.7, 0.9),
     "seeds": SEEDS,
+    "h": (1.0, 2.0),
     "min_size": (0, 16, 64),
 }
 
@@ -57,7 +60,9 @@ class InstanceParameters:
         seed_threshold: Watershed markers where the interior map exceeds this.
         seeds: ``"regions"``: each connected region over ``seed_threshold`` is a marker;
             ``"peaks"``: the peaks of those regions' distance transform are (see the module
-            docstring).
+            docstring); ``"hmaxima"``: the h-maxima of that transform are.
+        h: With ``seeds="hmaxima"``: how many pixels a peak of the interior regions'
+            distance transform must rise above the saddle to a higher peak to be a marker.
         min_size: Objects of fewer pixels are dropped (after hole filling).
         min_distance: Where markers are distance peaks (no interior map, or ``seeds="peaks"``):
             a peak is the largest value within this many pixels (chessboard distance).
@@ -68,6 +73,7 @@ class InstanceParameters:
     threshold: float = 0.5
     seed_threshold: float = 0.7
     seeds: str = "regions"
+    h: float = 2.0
     min_size: int = 16
     min_distance: int = 5
     fill_holes: bool = True
@@ -79,6 +85,8 @@ class InstanceParameters:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0 <= value <= 1):
                 raise ValueError(message(name, "be a probability in [0, 1]", repr(value)))
+        if isinstance(self.h, bool) or not (isinstance(self.h, int | float) and self.h > 0):
+            raise ValueError(message("h", "be a number of pixels > 0", repr(self.h)))
         for name in ("min_size", "min_distance"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -139,6 +147,7 @@ def watershed_objects(
     threshold: float = 0.5,
     seed_threshold: float = 0.7,
     seeds: str = "regions",
+    h: float = 2.0,
     min_size: int = 16,
     min_distance: int = 5,
     fill_holes: bool = True,
@@ -172,6 +181,8 @@ def watershed_objects(
         seeded = (inside > seed_threshold) & mask
         if seeds == "peaks":
             markers = _distance_peaks(ndimage.distance_transform_edt(seeded), min_distance)
+        elif seeds == "hmaxima":
+            markers = _h_maxima(ndimage.distance_transform_edt(seeded), h)
         else:
             markers, _ = ndimage.label(seeded)
         elevation = -inside
@@ -196,6 +207,25 @@ def _distance_peaks(distance: np.ndarray, min_distance: int) -> np.ndarray:
     top = ndimage.maximum_filter(distance, size=size, mode="constant", cval=0.0)
     peak_mask = (distance >= 1) & (distance == top)
     markers, _ = ndimage.label(peak_mask, structure=np.ones((3, 3), bool))
+    return markers
+
+
+def _h_maxima(distance: np.ndarray, h: float) -> np.ndarray:
+    """Markers at the h-maxima of a distance map: each regional maximum of the map lowered by
+    ``h`` and reconstructed under itself (scikit-image's grey reconstruction by dilation) — a
+    peak that rises less than ``h`` above the saddle to a higher or equal one merges with it
+    into one marker; each connected group one marker.
+
+    Shape:
+        (H, W) float -> (H, W) int32 markers, 0 = none.
+    """
+    from skimage.morphology import local_maxima, reconstruction
+
+    if not (distance > 0).any():
+        return np.zeros(distance.shape, np.int32)
+    lowered = reconstruction(distance - h, distance, method="dilation")
+    tops = local_maxima(lowered, connectivity=2, allow_borders=True) & (distance > 0)
+    markers, _ = ndimage.label(tops, structure=np.ones((3, 3), bool))
     return markers
 
 
@@ -229,6 +259,7 @@ def instances_from_probabilities(
         threshold=parameters.threshold,
         seed_threshold=parameters.seed_threshold,
         seeds=parameters.seeds,
+        h=parameters.h,
         min_size=parameters.min_size,
         min_distance=parameters.min_distance,
         fill_holes=parameters.fill_holes,
@@ -245,6 +276,8 @@ def _grid(grid: Mapping[str, Sequence[object]], seeded: bool) -> Iterable[Instan
         if chosen.get("method") == "components" or not seeded:
             chosen.pop("seed_threshold", None)  # no interior map: the value changes nothing
             chosen.pop("seeds", None)
+        if chosen.get("seeds", InstanceParameters.seeds) != "hmaxima":
+            chosen.pop("h", None)  # only h-maxima seeds use it
         parameters = InstanceParameters(**chosen)
         if parameters not in seen:
             seen.add(parameters)
