@@ -13,7 +13,8 @@ and inversion of half the images (``data.invert``), ``planned_class_weights`` wi
 median-frequency class weights. ``--arms`` picks
 some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
-distance peaks or h-maxima), each with its parameters chosen on the validation split as training does
+distance peaks or h-maxima; and the watershed again without the h-maxima seeds, as it was
+searched before them), each with its parameters chosen on the validation split as training does
 (:func:`pixelwise.instances.choose_parameters`), and scored on that split with
 :func:`pixelwise.inference.instances.evaluate_instances`: the Data Science Bowl score, F1 at
 IoU 0.5, merges, splits and the touching pairs kept apart. The same split chooses and scores,
@@ -91,6 +92,13 @@ def planned_smoke(plan: object) -> list[str]:
 
 
 KEYS = ("dsb_score", "f1", "merges", "splits", "touching_kept_apart")
+# The post-processings each run is scored by: the grid restricted to one method, and the
+# watershed searched without the h-maxima seeds (what it searched before they were added).
+PIPELINES = {
+    "components": {"method": ["components"]},
+    "watershed": {"method": ["watershed"]},
+    "watershed_before_hmaxima": {"method": ["watershed"], "seeds": ["regions", "peaks"]},
+}
 SMOKE_GRID = {"threshold": [0.5], "seed_threshold": [0.7], "min_size": [16]}  # one candidate
 
 
@@ -102,11 +110,13 @@ def score_pipelines(run_dir: object, smoke: bool) -> dict[str, dict]:
     dataset = evaluation_dataset(segmenter.checkpoint.config["data"], "val")
     probabilities, targets, interior = validation_probabilities(path, dataset)
     results = {}
-    for method in ("components", "watershed"):
-        grid = {**(SMOKE_GRID if smoke else GRID), "method": [method]}
+    for pipeline, restriction in PIPELINES.items():
+        if pipeline == "watershed_before_hmaxima" and interior is None:
+            continue  # no interior map: the seeds are the foreground's distance peaks alone
+        grid = {**(SMOKE_GRID if smoke else GRID), **restriction}
         chosen, _ = choose_parameters(probabilities, targets, interior_class=interior, grid=grid)
         settings = {**chosen.to_dict(), "interior_class": interior, "score": None}
-        results[method] = evaluate_instances(segmenter, dataset, settings)
+        results[pipeline] = evaluate_instances(segmenter, dataset, settings)
     # What `pixelwise evaluate --instances` reports: the checkpoint's own choice at the end of
     # training (its grid, and test-time augmentation where it paid on this split).
     results["recorded"] = evaluate_instances(segmenter, dataset)

@@ -159,9 +159,12 @@ def test_the_default_grid_holds_each_distinct_candidate_once():
 
     seeded = list(_grid(GRID, seeded=True))
     # components: 3 thresholds x 3 sizes; watershed: 3 thresholds x 3 seed thresholds x
-    # (regions, peaks, h-maxima at two h) x 3 sizes. h varies only with h-maxima seeds.
-    assert len(seeded) == len(set(seeded)) == 3 * 3 + 3 * 3 * 4 * 3
-    assert {p.h for p in seeded if p.seeds != "hmaxima"} == {InstanceParameters.h}
+    # (regions, peaks, h-maxima) x 3 sizes.
+    assert len(seeded) == len(set(seeded)) == 3 * 3 + 3 * 3 * 3 * 3
+    # h varies only with h-maxima seeds: two values give two h-maxima candidates, no more.
+    two = list(_grid({**GRID, "h": (1.0, 2.0)}, seeded=True))
+    assert len(two) == len(seeded) + 3 * 3 * 3
+    assert {p.h for p in two if p.seeds != "hmaxima"} == {InstanceParameters.h}
     # Without an interior map: components, and watershed from distance peaks.
     assert len(list(_grid(GRID, seeded=False))) == 3 * 3 + 3 * 3
 
