@@ -178,6 +178,34 @@ def test_test_time_augmentation_is_recorded_only_when_it_pays(
         assert "one_pass" not in fields
 
 
+def test_checkpoints_with_the_same_weights_are_searched_once(tmp_path, monkeypatch):
+    from pixelwise.engine import instances as chooser
+
+    data = blob_folder(tmp_path / "data", count=4)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = train_run(tmp_path / "one", data, epochs=1, data_keys="val_fraction = 0.25")
+    two = train_run(tmp_path / "two", data, epochs=2, data_keys="val_fraction = 0.25")
+    # One epoch: best.pt is last.pt's weights. Two runs from the same seed part after the
+    # first epoch.
+    assert chooser.weights_digest(one / "best.pt") == chooser.weights_digest(one / "last.pt")
+    assert chooser.weights_digest(one / "last.pt") != chooser.weights_digest(two / "last.pt")
+    searched = []
+
+    def choose(path, dataset, device="cpu"):
+        searched.append(path.name)
+        return {"method": "components", "threshold": 0.1 * len(searched), "score": 0.5}
+
+    monkeypatch.setattr(chooser, "choose_instances", choose)
+    paths = [one / "best.pt", one / "last.pt"]
+    recorded = chooser.record_chosen_instances(paths, dataset=None)
+    assert searched == ["best.pt"] and recorded["best.pt"] == recorded["last.pt"]
+    assert load_checkpoint(one / "last.pt").instances["threshold"] == 0.1
+    chooser.record_chosen_instances([one / "last.pt", two / "last.pt"], dataset=None)
+    assert searched == ["best.pt", "last.pt", "last.pt"]  # different weights: two searches
+    assert load_checkpoint(two / "last.pt").instances["threshold"] == pytest.approx(0.3)
+
+
 def test_predict_instances_uses_the_recorded_test_time_augmentation(tmp_path, capsys):
     from pixelwise.engine.checkpoint import load_model, record_instances
     from pixelwise.inference import read_image_file

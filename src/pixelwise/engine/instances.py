@@ -1,7 +1,8 @@
 """After training on instance labels: the post-processing chosen on the validation split.
 
 For a run whose data are instance labels (``data.layout = "instances"``), each of ``best.pt``
-and ``last.pt`` predicts the validation images, :func:`pixelwise.instances.choose_parameters`
+and ``last.pt`` (once, where both hold the same weights) predicts the validation images,
+:func:`pixelwise.instances.choose_parameters`
 picks how its probabilities become objects (components or watershed, thresholds, minimum
 size) by the Data Science Bowl score, and the choice is recorded in the checkpoint's
 ``instances`` field, so that ``pixelwise predict --instances`` needs no options. Never test
@@ -110,17 +111,35 @@ def choose_instances(
     return fields
 
 
+def weights_digest(path: str | Path) -> str:
+    """A digest of the checkpoint's weights (names, shapes, dtypes and values)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    state = load_model(path).network.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def record_chosen_instances(
     paths: Sequence[Path], dataset: Dataset, device: str | torch.device = "cpu"
 ) -> dict[str, dict]:
     """Choose and record the post-processing of each checkpoint in ``paths`` on ``dataset``
     (samples with ``"instances"``), predicting on ``device``; returns what was recorded, by
     file name."""
-    recorded = {}
+    recorded, by_weights = {}, {}
     for path in paths:
         if not Path(path).is_file():
             continue
-        fields = choose_instances(path, dataset, device)
+        # best.pt and last.pt often hold the same weights (the best epoch was the last):
+        # the same choice, searched once.
+        digest = weights_digest(path)
+        if digest not in by_weights:
+            by_weights[digest] = choose_instances(path, dataset, device)
+        fields = by_weights[digest]
         record_instances(path, fields)
         recorded[Path(path).name] = fields
         logger.info("instances for %s: %s", Path(path).name, fields)
