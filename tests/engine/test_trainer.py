@@ -267,13 +267,14 @@ def test_ctrl_c_stops_after_the_iteration_with_last_pt_and_the_report(tiny_confi
             os.kill(os.getpid(), signal.SIGINT)
 
     config = tiny_config("train.epochs=5")
+    before = signal.getsignal(signal.SIGINT)  # default, or ignored in a background job
     result = Trainer(config, progress=interrupt_at_first_batch).fit()
     assert (result.stopped_by, result.iterations) == ("interrupted", 1)
     last = load_checkpoint(result.last_path)
     assert last.training["position"]["batch"] == 1  # resumable mid-epoch
     names = {p.name for p in result.run_dir.iterdir()}
     assert {"best.pt", "last.pt", "metrics.csv", "loss.png", "overlays"} <= names
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert signal.getsignal(signal.SIGINT) is before  # put back
     resumed = Trainer(tiny_config("train.epochs=1", "train.overlays=0")).fit(
         resume=result.last_path
     )
@@ -286,6 +287,7 @@ def test_a_second_ctrl_c_stops_at_once(tiny_config):
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
 
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         Trainer(tiny_config("train.overlays=0"), progress=interrupt_twice).fit()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
