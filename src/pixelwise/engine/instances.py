@@ -4,9 +4,8 @@ For a run whose data are instance labels (``data.layout = "instances"``), each o
 and ``last.pt`` (once, where both hold the same weights) predicts the validation images,
 :func:`pixelwise.instances.choose_parameters` picks how its probabilities become objects
 (components or watershed, thresholds, minimum size) by the Data Science Bowl score, and the
-choice is recorded in the checkpoint's
-``instances`` field, so that ``pixelwise predict --instances`` needs no options. Never test
-data: the validation split only.
+choice is recorded in the checkpoint's ``instances`` field, so that ``pixelwise predict
+--instances`` needs no options. Never test data: the validation split only.
 
 Test-time augmentation is part of the choice: where the run trained with flips or 90°
 rotations, the validation images are predicted again averaged over those symmetries
