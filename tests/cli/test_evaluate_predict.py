@@ -533,6 +533,7 @@ def test_info_describes_the_checkpoint(checkpoint, capsys):
         in lines
     )
     assert f"parameters     {count_parameters(model):,}" in lines
+    assert "objects        none recorded (not trained on instance labels)" in lines
     assert "classes        3: sky, road, car" in lines
     assert "normalisation  mean [0.5, 0.4, 0.3], std [0.25, 0.2, 0.3]" in lines
     assert "epoch          7" in lines

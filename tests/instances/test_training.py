@@ -69,6 +69,9 @@ def test_a_three_class_run_records_its_instance_post_processing(tmp_path, capsys
         assert chosen["method"] in ("components", "watershed") and chosen["interior_class"] == 1
         assert 0.0 <= chosen["score"] <= 1.0
     assert load_checkpoint(run / "best.pt").class_names == ("background", "interior", "boundary")
+    assert main(["info", str(run / "last.pt")]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("objects ")]
+    assert "chosen on the validation split (score " in line
 
 
 def test_predict_instances_writes_labels_that_read_back_exactly(tmp_path, capsys):

@@ -205,6 +205,16 @@ def _instances_text(settings: dict) -> str:
     )
 
 
+def _recorded_instances_text(instances: object) -> str:
+    """What ``pixelwise info`` says of the checkpoint's recorded instance post-processing."""
+    if not instances:
+        return "none recorded (not trained on instance labels)"
+    try:
+        return _instances_text(dict(instances))
+    except (KeyError, TypeError, ValueError):
+        return "a damaged record (predict --instances refuses it; train again)"
+
+
 def _report_predictions(
     out: str, planned: int, failed: int, encoding: object, *, instances: bool = False
 ) -> int:
@@ -256,6 +266,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("input scale", _scale_text(summary["input_scale"])),
         ("epoch", summary["epoch"]),
         ("training state", "saved (resumable)" if summary["resumable"] else "none"),
+        ("objects", _recorded_instances_text(checkpoint.instances)),
     )
     for label, value in rows:
         print(f"{label.ljust(15)}{value}")
