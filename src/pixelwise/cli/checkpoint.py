@@ -108,31 +108,37 @@ def _optimized(args: argparse.Namespace) -> object:
         raise ValueError(str(exc)) from None
 
 
+def _images_of_shard(sources: list[str], shard: tuple[int, int] | None) -> list[Path]:
+    """The images named or in the folders ``sources``; with ``shard`` (I, N) only shard I's."""
+    from pixelwise.inference import collect_images, shard_images
+
+    images = collect_images(sources)
+    if shard is None:
+        return images
+    chosen = shard_images(images, *shard)
+    print(f"shard {shard[0]}/{shard[1]}: {len(chosen)} of {len(images)} image(s)")
+    return chosen
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     # At call time: start-up without torch.
     from tqdm import tqdm
 
     from pixelwise._checks import one_line
     from pixelwise.inference import (
-        collect_images,
         instance_plan,
         instance_settings,
         mask_encoding,
         parse_shard,
         plan_outputs,
         predict_file,
-        shard_images,
     )
     from pixelwise.report.palette import check_alpha
 
     check_alpha(args.alpha)
     shard = parse_shard(args.shard) if args.shard is not None else None
     segmenter = _optimized(args)  # the checkpoint is checked first
-    images = collect_images(args.images)
-    if shard is not None:
-        chosen = shard_images(images, *shard)
-        print(f"shard {shard[0]}/{shard[1]}: {len(chosen)} of {len(images)} image(s)")
-        images = chosen
+    images = _images_of_shard(args.images, shard)
     encoding = mask_encoding(segmenter, args.mask_format)  # refused before anything is written
     tta = args.tta or False
     instances = None
