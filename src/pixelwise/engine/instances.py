@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pixelwise.engine.checkpoint import load_model, record_instances
+from pixelwise.engine.checkpoint import load_checkpoint, load_model, record_instances
 from pixelwise.inference.instances import instance_labels
 from pixelwise.inference.segmenter import Segmenter
 from pixelwise.inference.tta import DIHEDRAL
@@ -115,7 +115,7 @@ def weights_digest(path: str | Path) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    state = load_model(path).network.state_dict()
+    state = load_checkpoint(path).state_dict  # the weights as saved: no network built
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
