@@ -10,7 +10,9 @@ split as the others, and ``planned_weight_map``, ``planned_scale``, ``planned_sc
 the same plan with the U-Net weight map, random rescaling (0.6–1.6), or both, and
 ``planned_colour`` / ``planned_colour_invert`` with random colour (``data.colour_jitter``),
 and inversion of half the images (``data.invert``), ``planned_class_weights`` with
-median-frequency class weights. ``--arms`` picks
+median-frequency class weights, ``planned_full_resolution`` with the Lite0 U-Net's
+full-resolution skip (``model.options.full_resolution_skip``: the image's own features joined
+at stride 1), ``planned_full_resolution_thin`` that and a 1-pixel boundary. ``--arms`` picks
 some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
 distance peaks or h-maxima; and the watershed again without the h-maxima seeds, as it was
@@ -69,7 +71,9 @@ SMOKE = [
 # map on the three-class target, random rescaling of the images, or both; random colour
 # (brightness, contrast, saturation, hue at strength 0.4), with or without inverting half the
 # images (dark objects on bright ground and bright on dark: mixed stains and fluorescence);
-# median-frequency class weights, which weigh the thin boundary class up.
+# median-frequency class weights, which weigh the thin boundary class up; the image's own
+# features joined at full resolution (the encoder's first are at stride 2), alone and with a
+# 1-pixel boundary, which leaves more interior to seed small objects.
 PLANNED_VARIANTS = {
     "planned": [],
     "planned_colour": ["data.colour_jitter=0.4"],
@@ -77,6 +81,11 @@ PLANNED_VARIANTS = {
     "planned_class_weights": ["loss.class_weights=median_frequency"],
     "planned_weight_map": ["loss.name=weighted_ce", "data.weights=true"],
     "planned_scale": ["data.scale=[0.6, 1.6]"],
+    "planned_full_resolution": ["model.options.full_resolution_skip=true"],
+    "planned_full_resolution_thin": [
+        "model.options.full_resolution_skip=true",
+        "data.boundary_width=1",
+    ],
     "planned_scale_weight_map": [
         "loss.name=weighted_ce",
         "data.weights=true",

@@ -442,9 +442,17 @@ class EncodedNetwork(nn.Module):
         self, images: torch.Tensor
     ) -> tuple[list[torch.Tensor], tuple[int, int, int, int], tuple[int, int]]:
         """(features, padding, padded size) of ``images`` (N, C, H, W)."""
-        x = check_images(images, self.in_channels)
-        padded, pads = pad_to_multiple(x, self.size_divisor)  # (N, C, ⌈H/32⌉·32, ⌈W/32⌉·32)
+        padded, pads = self.pad(images)
         return self.encoder(padded), pads, tuple(padded.shape[-2:])
+
+    def pad(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        """``images`` checked and padded to a multiple of 32, and the padding.
+
+        Shape:
+            (N, C, H, W) -> (N, C, ⌈H/32⌉·32, ⌈W/32⌉·32).
+        """
+        x = check_images(images, self.in_channels)
+        return pad_to_multiple(x, self.size_divisor)
 
     @staticmethod
     def crop(logits: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:

@@ -314,6 +314,11 @@ class EncoderUNet(EncodedNetwork):
             ``2**i`` (16 gives 16, 32, 64, 128, 256: segmentation_models_pytorch's U-Net decoder).
         upsampling: ``"transposed"`` (2×2 up-convolution) or ``"bilinear"`` (+ 1×1 conv).
         batch_norm: Batch norm after each decoder convolution.
+        full_resolution_skip: Also join, at the input resolution, a double 3×3 convolution
+            (``base_width`` channels) of the image itself. The encoder's first features are at
+            stride 2, so without it the last decoder stage sees the image only through
+            upsampled features; with it, edges a pixel or two wide (between touching small
+            objects) reach the head at their own resolution.
 
     Shape:
         (N, C, H, W) -> (N, K, H, W), any H, W (padded inside to a multiple of 32).
@@ -328,30 +333,42 @@ class EncoderUNet(EncodedNetwork):
         base_width: int = 16,
         upsampling: str = "transposed",
         batch_norm: bool = True,
+        full_resolution_skip: bool = False,
     ) -> None:
         super().__init__(num_classes, in_channels, encoder)
         check_choice("upsampling", upsampling, UPSAMPLINGS)
+        if not isinstance(full_resolution_skip, bool):
+            raise ValueError(
+                message("full_resolution_skip", "be true or false", repr(full_resolution_skip))
+            )
         widths = [check_positive_int("base_width", base_width) * 2**i for i in range(5)]
-        skips = (0, *encoder.channels[:-1])  # joined at strides 1, 2, 4, 8, 16
-        ins = (*widths[1:], encoder.channels[-1])  # what each up-step receives
         conv = {"padding": "same", "batch_norm": batch_norm}
+        # The image's own features at stride 1 (or none), then the encoder's at 2, 4, 8, 16.
+        self.stem = DoubleConv(in_channels, widths[0], **conv) if full_resolution_skip else None
+        skips = (widths[0] if full_resolution_skip else 0, *encoder.channels[:-1])
+        ins = (*widths[1:], encoder.channels[-1])  # what each up-step receives
         self.up = nn.ModuleList(_up(ins[i], widths[i], upsampling) for i in range(5))
         self.dec = nn.ModuleList(
             DoubleConv(widths[i] + skips[i], widths[i], **conv) for i in range(5)
         )
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
-        for module in (self.up, self.dec, self.head):
-            _init_paper_(module)
+        for module in (self.stem, self.up, self.dec, self.head):
+            if module is not None:
+                _init_paper_(module)
         ups = [name for i in reversed(range(5)) for name in (f"up.{i}", f"dec.{i}")]
-        self.stage_names = (*self.encoder_stage_names(), *ups, "head")
+        stem = ("stem",) if full_resolution_skip else ()
+        self.stage_names = (*stem, *self.encoder_stage_names(), *ups, "head")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features, pads, _ = self.encode(images)
+        padded, pads = self.pad(images)  # (N, C, H₃₂, W₃₂)
+        skips = [self.stem(padded)] if self.stem is not None else [None]  # stride 1
+        features = self.encoder(padded)  # strides 2 … 32
+        skips += features[:-1]
         u = features[-1]  # (N, C5, H/32, W/32)
         for i in reversed(range(5)):  # strides 16, 8, 4, 2, 1
             u = self.up[i](u)  # (N, widths[i], H/2**i, W/2**i)
-            if i > 0:
-                u = torch.cat((features[i - 1], u), dim=1)
+            if skips[i] is not None:
+                u = torch.cat((skips[i], u), dim=1)
             u = self.dec[i](u)
         return self.crop(self.head(u), pads)  # (N, K, H, W)
 
@@ -373,12 +390,15 @@ def build_unet(
     encoder: str | None = None,
     encoder_weights: str | None = None,
     allow_download: bool = False,
+    full_resolution_skip: bool = False,
 ) -> nn.Module:
     """Build :class:`UNet` (base width 64 by default); ``padding="valid", batch_norm=False``
     is the paper's network. With ``encoder`` (see :mod:`pixelwise.models.encoders`),
     :class:`EncoderUNet` over that encoder (base width 16 by default; depth is the
     encoder's, padding same); ``encoder_weights`` None, ``"imagenet"`` or a local file;
-    ``allow_download`` lets torchvision fetch its ImageNet file when it is not cached."""
+    ``allow_download`` lets torchvision fetch its ImageNet file when it is not cached;
+    ``full_resolution_skip`` joins the image's own features at stride 1 (encoders only: the
+    plain U-Net's first level already is one)."""
     if encoder is not None:
         if depth != 4 or padding != "same":
             raise ValueError(
@@ -402,10 +422,20 @@ def build_unet(
             base_width=16 if base_width is None else base_width,
             upsampling=upsampling,
             batch_norm=batch_norm,
+            full_resolution_skip=full_resolution_skip,
         )
     if encoder_weights is not None:
         raise ValueError(
             message("encoder_weights", "come with an encoder", repr(encoder_weights), "set encoder")
+        )
+    if full_resolution_skip:
+        raise ValueError(
+            message(
+                "full_resolution_skip",
+                "come with an encoder (the plain U-Net joins full-resolution features already)",
+                repr(full_resolution_skip),
+                "set encoder, or leave full_resolution_skip out",
+            )
         )
     return UNet(
         num_classes,
