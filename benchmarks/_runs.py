@@ -470,3 +470,28 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
     print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def split_arms(
+    argv: Sequence[str] | None, known: Sequence[str], default: Sequence[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """``--arms a,b`` taken out of ``argv`` (default ``sys.argv[1:]``): (the arms, the other
+    arguments). Without ``--arms``, ``default`` (or all of ``known``).
+
+    Raises:
+        SystemExit: an arm not in ``known``, or none.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    arms = list(known if default is None else default)
+    for i, text in enumerate(argv):
+        if text == "--arms" or text.startswith("--arms="):
+            value = text.partition("=")[2] if "=" in text else (argv[i + 1 : i + 2] or [""])[0]
+            del argv[i : i + (1 if "=" in text else 2)]
+            arms = [a.strip() for a in value.split(",") if a.strip()]
+            break
+    unknown = [a for a in arms if a not in known]
+    if unknown or not arms:
+        raise SystemExit(
+            f"--arms: choose from {', '.join(known)}; got {', '.join(unknown) or 'none'}"
+        )
+    return arms, argv

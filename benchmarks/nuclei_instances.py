@@ -157,26 +157,8 @@ def hardest_overlay(runs: dict, results: dict, out: object) -> str:
     return per_image[worst]["name"]
 
 
-def split_arms(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    """``--arms a,b`` taken out of ``argv``: (the arms, the other arguments)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    arms = list(ARMS)
-    for i, text in enumerate(argv):
-        if text == "--arms" or text.startswith("--arms="):
-            value = text.partition("=")[2] if "=" in text else (argv[i + 1 : i + 2] or [""])[0]
-            del argv[i : i + (1 if "=" in text else 2)]
-            arms = [a.strip() for a in value.split(",") if a.strip()]
-            break
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown or not arms:
-        raise SystemExit(
-            f"--arms: choose from {', '.join(ARMS)}; got {', '.join(unknown) or 'none'}"
-        )
-    return arms, argv
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    arms, argv = split_arms(argv)
+    arms, argv = _runs.split_arms(argv, ARMS)
     args = _runs.parse_args(NAME, "nuclei", __doc__.splitlines()[0], argv)
     args.out.mkdir(parents=True, exist_ok=True)
     common = _runs.common_overrides(args, SMOKE)

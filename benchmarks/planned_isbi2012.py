@@ -8,8 +8,13 @@ cores each) or one after the other (``--jobs 1``), on slices 00–19 with 20–2
 and both are scored as ``benchmarks/isbi2012.py`` scores (overlap-tile prediction with the
 eight flips and rotations; pixel error, Rand error, minimal Rand error, V_info) at a quarter,
 half and all of the budget. The table gives each score's ratio, shipped over planned.
+``--arms`` picks the runs (default ``shipped,planned``); ``planned_full_resolution`` is the
+plan with the encoder U-Net's full-resolution skip (``model.options.full_resolution_skip``:
+the image's own features joined at stride 1, for membranes a pixel or two wide).
 
     .venv/bin/python benchmarks/planned_isbi2012.py --minutes 15 --jobs 2
+    .venv/bin/python benchmarks/planned_isbi2012.py --minutes 60 --jobs 2 \
+        --arms planned,planned_full_resolution
 
 Writes ``OUT/planned_isbi2012.json``, ``OUT/plan.toml`` and the run folders under
 ``OUT/runs/``.
@@ -33,20 +38,33 @@ SMOKE_PLANNED = [  # with the plan's model made tiny (_runs.tiny_model)
 ]
 
 
+# The plan with one change (the same split and budget).
+PLANNED_VARIANTS = {
+    "planned": [],
+    "planned_full_resolution": ["model.options.full_resolution_skip=true"],
+}
+ARMS = ("shipped", *PLANNED_VARIANTS)
+
+
 def smoke_planned(plan: object) -> list[str]:
     return [_runs.tiny_model(plan), *SMOKE_PLANNED]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arms, argv = _runs.split_arms(argv, ARMS, default=("shipped", "planned"))
     args = _runs.parse_args(NAME, "isbi2012", __doc__.splitlines()[0], argv)
     args.out.mkdir(parents=True, exist_ok=True)
     planned, plan_seconds = _runs.plan(args) if not args.rescore else (args.out / "plan.toml", 0.0)
     budget = _runs.budget_overrides(args.minutes)
+    smoke = smoke_planned(planned) if args.smoke else []
     runs = {
-        "shipped": budget + (isbi2012.SMOKE if args.smoke else []) + args.set,
-        "planned": budget + SPLIT + (smoke_planned(planned) if args.smoke else []) + args.set,
+        label: budget + SPLIT + PLANNED_VARIANTS[label] + smoke + args.set
+        for label in arms
+        if label in PLANNED_VARIANTS
     }
-    configs = {"shipped": isbi2012.CONFIG, "planned": planned}
+    if "shipped" in arms:
+        runs = {"shipped": budget + (isbi2012.SMOKE if args.smoke else []) + args.set, **runs}
+    configs = {label: isbi2012.CONFIG if label == "shipped" else planned for label in runs}
     trained = _runs.runs_for(args, NAME, runs, configs)
     slices = isbi2012.SMOKE_SLICES if args.smoke else None
     results = {}
@@ -73,10 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for mark, scores in results[label].items():
             rows.append([label, mark, scores["iteration"], *(scores[k] for k in keys)])
     final = {label: list(results[label].values())[-1] for label in trained}
-    ratio = [
-        final["shipped"][k] / final["planned"][k] if final["planned"][k] else None for k in keys
-    ]
-    rows.append(["shipped / planned", "end", None, *ratio])
+    # Each score's ratio at the end of the budget: the first arm over the second.
+    first, second = [*trained, None][:2]
+    if second is not None:
+        ratio = [final[first][k] / final[second][k] if final[second][k] else None for k in keys]
+        rows.append([f"{first} / {second}", "end", None, *ratio])
     _runs.print_table(["recipe", "checkpoint", "iteration", *keys], rows)
     print(f"plan took {plan_seconds:.0f} s; wrote {path}")
     return 0

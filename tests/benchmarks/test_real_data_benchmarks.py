@@ -187,3 +187,23 @@ def test_planned_nuclei_smoke(tmp_path):
         assert 'encoder = "efficientnet_lite0"' in trained and "base_width = 4" in trained
     else:
         assert "depth = 2" in trained and "base_width = 4" in trained
+
+
+def test_planned_isbi2012_arms_smoke(tmp_path):
+    data_set("isbi2012")
+    arms = ["planned", "planned_full_resolution"]
+    report = run_script("planned_isbi2012", tmp_path, "--arms", ",".join(arms))
+    assert list(report["results"]) == arms  # no shipped run unless asked
+    for marks in report["results"].values():
+        for scores in marks.values():
+            assert 0.0 <= scores["pixel_error"] <= 1.0 and 0.0 <= scores["min_rand_error"] <= 1.0
+    configs = {arm: next((tmp_path / "runs" / arm).iterdir()) / "config.toml" for arm in arms}
+    assert "full_resolution_skip" not in configs["planned"].read_text()
+    assert "full_resolution_skip = true" in configs["planned_full_resolution"].read_text()
+    with pytest.raises(subprocess.CalledProcessError):
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "planned_isbi2012.py"), "--arms", "nope"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )

@@ -201,6 +201,10 @@ def test_encoder_options_are_refused_where_they_do_not_fit():
         create_model("deeplabv3_small", num_classes=2, encoder="resnet18", output_stride=8)
     with pytest.raises(ValueError, match=r"keep width 1\.0"):
         create_model("fcn8s", num_classes=2, encoder="resnet18", width=0.5)
+    with pytest.raises(ValueError, match="full_resolution_skip must come with an encoder"):
+        create_model("unet", num_classes=2, full_resolution_skip=True)
+    with pytest.raises(ValueError, match="full_resolution_skip must be true or false"):
+        create_model("unet", num_classes=2, encoder="resnet18", full_resolution_skip="yes")
 
 
 def test_a_plain_unet_keeps_its_defaults():
@@ -222,3 +226,28 @@ def test_shapes_traces_an_encoder_variant_with_its_receptive_fields():
     # Then a 3×3 stride-2 depthwise (+ 2·2) and a 3×3 depthwise at stride 4 (+ 2·4): 19.
     assert stages["encoder.body.blocks.1"].receptive_field == 19
     assert stages["head"].shape == (1, 2, 64, 96)
+
+
+def test_the_full_resolution_skip_joins_the_image_at_stride_1():
+    from pixelwise.nn.trace import trace_stages
+
+    plain = create_model("unet", num_classes=2, encoder="efficientnet_lite0")
+    model = create_model(
+        "unet", num_classes=2, encoder="efficientnet_lite0", full_resolution_skip=True
+    )
+    # Off, the network is the one earlier checkpoints hold: the same parameter names.
+    assert not any(key.startswith("stem.") for key in plain.state_dict())
+    assert set(model.state_dict()) - set(plain.state_dict()) == {
+        key for key in model.state_dict() if key.startswith("stem.")
+    }
+    # The last decoder stage reads 16 upsampled channels and, with the skip, 16 of the image's.
+    assert plain.dec[0][0][0].in_channels == 16
+    assert model.dec[0][0][0].in_channels == 32
+    stages = {s.name: s for s in trace_stages(model, (1, 3, 64, 96))}
+    assert model.stage_names[0] == "stem"
+    assert stages["stem"].shape == (1, 16, 64, 96)  # stride 1: the input's own grid
+    assert stages["stem"].receptive_field == 5  # two 3×3 convolutions
+    assert stages["head"].shape == (1, 2, 64, 96)
+    # Sizes that are not a multiple of 32 are padded for the stem as for the encoder.
+    model.eval()
+    assert model(torch.randn(2, 3, 70, 90)).shape == (2, 2, 70, 90)
