@@ -105,8 +105,9 @@ if TYPE_CHECKING:
     from pixelwise.data.encoding import MaskEncoding
 
 LAYOUTS = ("folders", "camvid", "instances", "tiff", "synthetic")
-# What instance labels train as: background / object, or background / interior / boundary.
-INSTANCE_TARGETS = ("semantic", "three_class")
+# What instance labels train as: background / object, background / interior / boundary, or
+# that and a core class (each object's inner part, far from its neighbours).
+INSTANCE_TARGETS = ("semantic", "three_class", "core")
 LOSSES = ("ce", "weighted_ce", "dice", "ce_dice")
 CLASS_WEIGHTS = ("none", "median_frequency", "inverse_frequency")
 OPTIMIZERS = ("adam", "sgd")
@@ -256,8 +257,10 @@ class DataConfig:
         manifest: CSV under ``root`` for a split stratified by its ``group`` column.
         seed: Seed of the split and of the synthetic images.
         weights: Add U-Net weight maps (instances, synthetic).
-        instance_target: Instances: ``"semantic"`` (background / object) or ``"three_class"``
-            (background / interior / boundary, the boundary ``boundary_width`` pixels wide).
+        instance_target: Instances: ``"semantic"`` (background / object), ``"three_class"``
+            (background / interior / boundary, the boundary ``boundary_width`` pixels wide) or
+            ``"core"`` (the three and a fourth class, core: the interior pixels at least half
+            their object's largest distance from its edge; the watershed seeds from it).
         weight_map_background: Folders: add the U-Net weight map, its objects the connected
             components of the classes other than this one (EM membranes: 0); None: none.
         num_train, num_val, image_size: The synthetic data set's size.

@@ -155,7 +155,13 @@ def test_nuclei_instances_smoke(tmp_path):
     assert set(report["results"]) == set(arms) and report["arms"] == arms
     assert "[data]" in report["plan"] and report["plan_seconds"] > 0
     for pipelines in report["results"].values():
-        assert set(pipelines) == {"components", "watershed", "watershed_before_hmaxima", "recorded"}
+        assert set(pipelines) == {
+            "components",
+            "watershed",
+            "watershed_before_hmaxima",
+            "recorded",
+            "recorded_best",
+        }
         for result in pipelines.values():
             assert 0 <= result["dsb_score"] <= 1 and result["num_images"] > 0
     assert (tmp_path / "hardest.png").stat().st_size > 0

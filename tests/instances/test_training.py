@@ -74,6 +74,22 @@ def test_a_three_class_run_records_its_instance_post_processing(tmp_path, capsys
     assert "chosen on the validation split (score " in line
 
 
+def test_a_core_run_seeds_from_the_core_class_and_says_so(tmp_path, capsys):
+    data = blob_folder(tmp_path / "data")
+    keys = 'instance_target = "core"\nboundary_width = 1\nval_fraction = 0.34'
+    run = train_run(tmp_path, data, epochs=1, data_keys=keys)
+    checkpoint = load_checkpoint(run / "best.pt")
+    assert checkpoint.class_names == ("background", "interior", "boundary", "core")
+    assert checkpoint.instances["interior_class"] == 3
+    # What info, predict and evaluate print names the seed class.
+    from pixelwise.cli.checkpoint import _instances_text
+
+    watershed = {**checkpoint.instances, "method": "watershed", "seeds": "hmaxima", "h": 2.0}
+    text = _instances_text(watershed, checkpoint.class_names)
+    assert "seeds: h-maxima of the core class's regions, h = 2" in text
+    assert "interior class" in _instances_text(watershed)  # no names: the generic word
+
+
 def test_predict_instances_writes_labels_that_read_back_exactly(tmp_path, capsys):
     from pixelwise.engine.checkpoint import load_model
     from pixelwise.inference import instance_settings, read_image_file

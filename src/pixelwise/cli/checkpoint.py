@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from pixelwise.cli._format import (
@@ -76,7 +77,7 @@ def _evaluate_instances(args: argparse.Namespace, segmenter: object, dataset: ob
         f"{args.split}: {result['num_images']} images, {result['objects']} objects, "
         f"{result['predicted_objects']} predicted"
     )
-    print(f"instances: {_instances_text(result['settings'])}")
+    print(f"instances: {_instances_text(result['settings'], segmenter.class_names)}")
     kept = result["touching_kept_apart"]
     print(f"Data Science Bowl score  {score(result['dsb_score'])}")
     print(f"F1 at IoU 0.5            {score(result['f1'])}")
@@ -152,7 +153,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         instances=args.instances,
     )
     if instances is not None:
-        print(f"instances: {_instances_text(instances)}")
+        print(f"instances: {_instances_text(instances, segmenter.class_names)}")
     failed = []
     for image, paths in tqdm(plan, desc="predict", unit="image", disable=None):
         with tqdm(desc=image.name, unit="tile", leave=False, disable=None) as bar:
@@ -182,16 +183,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return _report_predictions(args.out, len(plan), len(failed), encoding, instances=args.instances)
 
 
-def _instances_text(settings: dict) -> str:
-    """How the objects are made, and where the settings come from, in one line."""
-    if settings.get("interior_class") is None:
+def _instances_text(settings: dict, class_names: Sequence[str] | None = None) -> str:
+    """How the objects are made, and where the settings come from, in one line; the seed
+    class by its name when ``class_names`` are given."""
+    interior = settings.get("interior_class")
+    named = class_names is not None and isinstance(interior, int) and interior < len(class_names)
+    seed = f"{class_names[interior]} class" if named else "interior class"
+    if interior is None:
         seeds = "distance peaks"
     elif settings.get("seeds") == "peaks":
-        seeds = "peaks of the interior class's regions"
+        seeds = f"peaks of the {seed}'s regions"
     elif settings.get("seeds") == "hmaxima":
-        seeds = f"h-maxima of the interior class's regions, h = {settings.get('h', 2.0):g}"
+        seeds = f"h-maxima of the {seed}'s regions, h = {settings.get('h', 2.0):g}"
     else:
-        seeds = "interior class"
+        seeds = seed
     how = (
         f"{settings['method']} (seeds: {seeds})"
         if settings["method"] == "watershed"
@@ -211,12 +216,12 @@ def _instances_text(settings: dict) -> str:
     )
 
 
-def _recorded_instances_text(instances: object) -> str:
+def _recorded_instances_text(instances: object, class_names: Sequence[str] | None = None) -> str:
     """What ``pixelwise info`` says of the checkpoint's recorded instance post-processing."""
     if not instances:
         return "none recorded (not trained on instance labels)"
     try:
-        return _instances_text(dict(instances))
+        return _instances_text(dict(instances), class_names)
     except (KeyError, TypeError, ValueError):
         return "a damaged record (predict --instances refuses it; train again)"
 
@@ -272,7 +277,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("input scale", _scale_text(summary["input_scale"])),
         ("epoch", summary["epoch"]),
         ("training state", "saved (resumable)" if summary["resumable"] else "none"),
-        ("objects", _recorded_instances_text(checkpoint.instances)),
+        ("objects", _recorded_instances_text(checkpoint.instances, summary["class_names"])),
     )
     for label, value in rows:
         print(f"{label.ljust(15)}{value}")

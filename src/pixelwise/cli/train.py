@@ -233,9 +233,10 @@ def _print_instances(result: object) -> None:
     best = getattr(result, "best_path", None)
     if best is None or not best.is_file():
         return
-    recorded = load_checkpoint(best).instances
-    if recorded:
-        print(f"objects ({best.name}): {_instances_text(recorded)}")
+    checkpoint = load_checkpoint(best)
+    if checkpoint.instances:
+        text = _instances_text(checkpoint.instances, checkpoint.class_names)
+        print(f"objects ({best.name}): {text}")
 
 
 def _planned(args: argparse.Namespace) -> tuple[dict | None, str | None]:

@@ -52,6 +52,9 @@ CAMVID_SPLITS = ("train", "val", "test")
 CAMVID_ENCODING = MaskEncoding.index(11, ignore_values=(11,))
 INSTANCE_CLASSES = ("background", "object")
 THREE_CLASSES = ("background", "interior", "boundary")
+CORE_CLASSES = (*THREE_CLASSES, "core")
+# A core pixel is at least this share of its object's largest distance from the object's edge.
+CORE_FRACTION = 0.5
 
 
 class SegmentationDataset(Dataset):
@@ -471,6 +474,35 @@ def three_class_target(instances: np.ndarray, boundary_width: int = 2) -> np.nda
     return target
 
 
+def core_target(
+    instances: np.ndarray, boundary_width: int = 2, core_fraction: float = CORE_FRACTION
+) -> np.ndarray:
+    """:func:`three_class_target` with a fourth class, core (3): the interior pixels whose
+    distance to the nearest pixel outside their object (background or a touching neighbour)
+    is at least ``core_fraction`` of the largest such distance in that object (a disc of
+    radius r: the concentric disc of radius r/2). Touching objects' cores lie apart by half
+    of each object, however faint the line where they meet, so each core is one watershed
+    seed; an object too small to keep an interior has no core.
+
+    Shape:
+        instances: (H, W) int -> (H, W) int64.
+    """
+    from scipy import ndimage
+
+    labels = np.asarray(instances)
+    target = three_class_target(labels, boundary_width)
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        own = labels[box] == index
+        # Padded with background, so that the edge of the box counts as the object's edge.
+        distance = ndimage.distance_transform_edt(np.pad(own, 1))[1:-1, 1:-1]
+        core = own & (distance >= core_fraction * distance.max())
+        window = target[box]
+        window[core & (window == 1)] = 3
+    return target
+
+
 def default_weight_fn(instances: np.ndarray) -> np.ndarray:
     """The U-Net weight map with the paper's defaults (w0 = 10, σ = 5 pixels)."""
     # Imported here: the weight map needs scipy, which only these data sets use.
@@ -565,11 +597,12 @@ class InstanceDataset(PairedDataset):
         weight_fn: ``instances (H, W) int → weights (H, W) float``; default
             :func:`pixelwise.losses.weight_map.unet_weight_map` with the paper's parameters.
         separate: Cut a background gap between touching objects.
-        target: ``"semantic"`` (background / object) or ``"three_class"`` (background /
-            interior / boundary, :func:`three_class_target` of the labels as read).
-        boundary_width: The boundary's width in pixels, for ``"three_class"``.
-        class_names: Two (three) names; default ``("background", "object")``
-            (``("background", "interior", "boundary")``).
+        target: ``"semantic"`` (background / object), ``"three_class"`` (background /
+            interior / boundary, :func:`three_class_target` of the labels as read) or
+            ``"core"`` (those and core, :func:`core_target`).
+        boundary_width: The boundary's width in pixels, for ``"three_class"`` and ``"core"``.
+        class_names: Two (three, four) names; default ``("background", "object")``
+            (``("background", "interior", "boundary")``, and ``"core"``).
         channels, transform: As in :class:`PairedDataset`.
     """
 
@@ -591,12 +624,12 @@ class InstanceDataset(PairedDataset):
         root = _check_root(root)
         self.target = check_choice("instance target", target, INSTANCE_TARGETS)
         self.boundary_width = check_positive_int("boundary_width", boundary_width)
-        three = target == "three_class"
+        names = {"semantic": INSTANCE_CLASSES, "three_class": THREE_CLASSES, "core": CORE_CLASSES}
         pairs = pair_by_stem(root / images, root / instances, what="instance image")
         super().__init__(
             pairs,
-            MaskEncoding.index(3 if three else 2),
-            class_names=class_names or (THREE_CLASSES if three else INSTANCE_CLASSES),
+            MaskEncoding.index(len(names[target])),
+            class_names=class_names or names[target],
             channels=channels,
             transform=transform,
         )
@@ -617,6 +650,8 @@ class InstanceDataset(PairedDataset):
         target = self.weights.target(index, labels)
         if self.target == "three_class":
             target["mask"] = torch.from_numpy(three_class_target(labels, self.boundary_width))
+        elif self.target == "core":
+            target["mask"] = torch.from_numpy(core_target(labels, self.boundary_width))
         return target
 
 

@@ -57,9 +57,14 @@ def test_time_transforms(data: Mapping[str, object]) -> tuple[str, ...]:
 
 
 def interior_class(class_names: Sequence[str]) -> int | None:
-    """The class whose probability seeds the watershed: ``"interior"`` of a background /
-    interior / boundary target; None for a background / object target (distance peaks)."""
-    return list(class_names).index("interior") if "interior" in class_names else None
+    """The class whose probability seeds the watershed: ``"core"`` of a core target,
+    ``"interior"`` of a background / interior / boundary one; None for a background / object
+    target (distance peaks)."""
+    names = list(class_names)
+    for name in ("core", "interior"):
+        if name in names:
+            return names.index(name)
+    return None
 
 
 def validation_probabilities(
