@@ -53,6 +53,8 @@ CAMVID_ENCODING = MaskEncoding.index(11, ignore_values=(11,))
 INSTANCE_CLASSES = ("background", "object")
 THREE_CLASSES = ("background", "interior", "boundary")
 CORE_CLASSES = (*THREE_CLASSES, "core")
+# The classes each instance target (``data.instance_target``) trains.
+TARGET_CLASSES = {"semantic": INSTANCE_CLASSES, "three_class": THREE_CLASSES, "core": CORE_CLASSES}
 # A core pixel is at least this share of its object's largest distance from the object's edge.
 CORE_FRACTION = 0.5
 
@@ -624,12 +626,12 @@ class InstanceDataset(PairedDataset):
         root = _check_root(root)
         self.target = check_choice("instance target", target, INSTANCE_TARGETS)
         self.boundary_width = check_positive_int("boundary_width", boundary_width)
-        names = {"semantic": INSTANCE_CLASSES, "three_class": THREE_CLASSES, "core": CORE_CLASSES}
+        names = TARGET_CLASSES[self.target]
         pairs = pair_by_stem(root / images, root / instances, what="instance image")
         super().__init__(
             pairs,
-            MaskEncoding.index(len(names[target])),
-            class_names=class_names or names[target],
+            MaskEncoding.index(len(names)),
+            class_names=class_names or names,
             channels=channels,
             transform=transform,
         )
