@@ -29,15 +29,20 @@ def test_two_touching_squares_get_their_edges_and_contact_as_boundary():
     assert (wide[labels == 0] == 0).all()
 
 
-def test_an_instance_folder_trains_three_classes(tmp_path):
+def _instance_folder(root, labels: np.ndarray, names: tuple[str, ...]) -> None:
+    """``root/images`` (flat grey) and ``root/instances`` (``labels``), one pair per name."""
     for sub in ("images", "instances"):
-        (tmp_path / sub).mkdir()
+        (root / sub).mkdir()
+    for name in names:
+        Image.fromarray(np.full(labels.shape, 128, np.uint8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(labels).save(root / "instances" / f"{name}.png")
+
+
+def test_an_instance_folder_trains_three_classes(tmp_path):
     labels = np.zeros((16, 16), np.uint16)
     labels[2:10, 2:8] = 1
     labels[2:10, 8:14] = 2
-    for name in ("a", "b"):
-        Image.fromarray(np.full((16, 16), 128, np.uint8)).save(tmp_path / "images" / f"{name}.png")
-        Image.fromarray(labels).save(tmp_path / "instances" / f"{name}.png")
+    _instance_folder(tmp_path, labels, ("a", "b"))
     data = InstanceDataset(tmp_path, target="three_class", boundary_width=1, weights=False)
     sample = data[0]
     assert data.class_names == ("background", "interior", "boundary")
@@ -129,13 +134,10 @@ def test_watershed_from_the_core_separates_touching_discs_the_interior_merges():
 
 
 def test_an_instance_folder_trains_the_core_target(tmp_path):
-    for sub in ("images", "instances"):
-        (tmp_path / sub).mkdir()
     labels = np.zeros((24, 24), np.uint16)
     labels[2:20, 2:12] = 1
     labels[2:20, 12:22] = 2
-    Image.fromarray(np.full((24, 24), 128, np.uint8)).save(tmp_path / "images" / "a.png")
-    Image.fromarray(labels).save(tmp_path / "instances" / "a.png")
+    _instance_folder(tmp_path, labels, ("a",))
     data = InstanceDataset(tmp_path, target="core", boundary_width=1, weights=False)
     assert data.class_names == ("background", "interior", "boundary", "core")
     assert data.num_classes == 4
