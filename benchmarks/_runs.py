@@ -472,6 +472,11 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
+# The --set that gives the encoder U-Net its full-resolution skip (a variant several
+# benchmarks train beside the plan).
+FULL_RESOLUTION_SKIP = "model.options.full_resolution_skip=true"
+
+
 def split_arms(
     argv: Sequence[str] | None, known: Sequence[str], default: Sequence[str] | None = None
 ) -> tuple[list[str], list[str]]:

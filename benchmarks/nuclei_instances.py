@@ -85,15 +85,15 @@ PLANNED_VARIANTS = {
     "planned_class_weights": ["loss.class_weights=median_frequency"],
     "planned_weight_map": ["loss.name=weighted_ce", "data.weights=true"],
     "planned_scale": ["data.scale=[0.6, 1.6]"],
-    "planned_full_resolution": ["model.options.full_resolution_skip=true"],
+    "planned_full_resolution": [_runs.FULL_RESOLUTION_SKIP],
     "planned_full_resolution_thin": [
-        "model.options.full_resolution_skip=true",
+        _runs.FULL_RESOLUTION_SKIP,
         "data.boundary_width=1",
     ],
     "planned_core": ["data.instance_target=core"],
     "planned_core_full_resolution": [
         "data.instance_target=core",
-        "model.options.full_resolution_skip=true",
+        _runs.FULL_RESOLUTION_SKIP,
     ],
     "planned_scale_weight_map": [
         "loss.name=weighted_ce",
