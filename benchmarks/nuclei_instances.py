@@ -77,7 +77,11 @@ SMOKE = [
 # median-frequency class weights, which weigh the thin boundary class up; the image's own
 # features joined at full resolution (the encoder's first are at stride 2), alone and with a
 # 1-pixel boundary, which leaves more interior to seed small objects; the core target, whose
-# seeds (each object's inner half) lie apart however faint the line where objects meet.
+# seeds (each object's inner half) lie apart however faint the line where objects meet;
+# cross entropy plus soft Dice, which scores each class's overlap as a whole (the object
+# score's thresholds up to IoU 0.95 count every pixel of an outline); the pretrained encoder
+# at a tenth of the decoder's learning rate, which keeps more of what ImageNet taught it on
+# a few dozen training images.
 PLANNED_VARIANTS = {
     "planned": [],
     "planned_colour": ["data.colour_jitter=0.4"],
@@ -95,6 +99,8 @@ PLANNED_VARIANTS = {
         "data.instance_target=core",
         _runs.FULL_RESOLUTION_SKIP,
     ],
+    "planned_ce_dice": ["loss.name=ce_dice"],
+    "planned_encoder_lr": ["optim.encoder_lr_scale=0.1"],
     "planned_scale_weight_map": [
         "loss.name=weighted_ce",
         "data.weights=true",
