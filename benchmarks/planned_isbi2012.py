@@ -11,7 +11,9 @@ half and all of the budget. The table gives each score's ratio at the end of the
 the first arm over the second (shipped over planned by default).
 ``--arms`` picks the runs (default ``shipped,planned``); ``planned_full_resolution`` is the
 plan with the encoder U-Net's full-resolution skip (``model.options.full_resolution_skip``:
-the image's own features joined at stride 1, for membranes a pixel or two wide).
+the image's own features joined at stride 1, for membranes a pixel or two wide); ``lean`` is
+the shipped config with the lean recipe of the issue that asked for the planner (base width
+16, no class weights, no elastic deformation, poly decay over the time budget).
 
     .venv/bin/python benchmarks/planned_isbi2012.py --minutes 15 --jobs 2
     .venv/bin/python benchmarks/planned_isbi2012.py --minutes 60 --jobs 2 \
@@ -44,7 +46,17 @@ PLANNED_VARIANTS = {
     "planned": [],
     "planned_full_resolution": [_runs.FULL_RESOLUTION_SKIP],
 }
-ARMS = ("shipped", *PLANNED_VARIANTS)
+# The shipped config with the issue's lean recipe: what the plan must at least match.
+LEAN = [
+    "model.options.base_width=16",
+    "loss.class_weights=none",
+    "data.elastic_std=0.0",
+    "schedule.name=poly",
+    "schedule.power=0.9",
+    "schedule.over=time",
+]
+SHIPPED = {"shipped": [], "lean": LEAN}
+ARMS = (*SHIPPED, *PLANNED_VARIANTS)
 
 
 def smoke_planned(plan: object) -> list[str]:
@@ -58,14 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     planned, plan_seconds = _runs.plan(args) if not args.rescore else (args.out / "plan.toml", 0.0)
     budget = _runs.budget_overrides(args.minutes)
     smoke = smoke_planned(planned) if args.smoke else []
+    shipped_smoke = isbi2012.SMOKE if args.smoke else []
     runs = {
-        label: budget + SPLIT + PLANNED_VARIANTS[label] + smoke + args.set
+        label: budget + SHIPPED[label] + shipped_smoke + args.set
+        if label in SHIPPED
+        else budget + SPLIT + PLANNED_VARIANTS[label] + smoke + args.set
         for label in arms
-        if label in PLANNED_VARIANTS
     }
-    if "shipped" in arms:
-        runs = {"shipped": budget + (isbi2012.SMOKE if args.smoke else []) + args.set, **runs}
-    configs = {label: isbi2012.CONFIG if label == "shipped" else planned for label in runs}
+    configs = {label: isbi2012.CONFIG if label in SHIPPED else planned for label in runs}
     trained = _runs.runs_for(args, NAME, runs, configs)
     slices = isbi2012.SMOKE_SLICES if args.smoke else None
     results = {}

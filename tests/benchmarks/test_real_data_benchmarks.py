@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -197,14 +198,19 @@ def test_planned_nuclei_smoke(tmp_path):
 
 def test_planned_isbi2012_arms_smoke(tmp_path):
     data_set("isbi2012")
-    arms = ["planned", "planned_full_resolution"]
+    arms = ["lean", "planned_full_resolution"]
     report = run_script("planned_isbi2012", tmp_path, "--arms", ",".join(arms))
     assert list(report["results"]) == arms  # no shipped run unless asked
     for marks in report["results"].values():
         for scores in marks.values():
             assert 0.0 <= scores["pixel_error"] <= 1.0 and 0.0 <= scores["min_rand_error"] <= 1.0
     configs = {arm: next((tmp_path / "runs" / arm).iterdir()) / "config.toml" for arm in arms}
-    assert "full_resolution_skip" not in configs["planned"].read_text()
+    lean = tomllib.loads(configs["lean"].read_text())
+    # the shipped config with the lean recipe: no class weights, no elastic, poly over time
+    assert lean["loss"]["class_weights"] == "none" and lean["data"]["elastic_std"] == 0.0
+    assert (lean["schedule"]["name"], lean["schedule"]["over"]) == ("poly", "time")
+    assert lean["model"]["name"] == "unet" and "encoder" not in lean["model"]["options"]
+    assert "full_resolution_skip" not in configs["lean"].read_text()
     assert "full_resolution_skip = true" in configs["planned_full_resolution"].read_text()
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run(
