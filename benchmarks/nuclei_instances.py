@@ -81,7 +81,7 @@ SMOKE = [
 # cross entropy plus soft Dice, which scores each class's overlap as a whole (the object
 # score's thresholds up to IoU 0.95 count every pixel of an outline); the pretrained encoder
 # at a tenth of the decoder's learning rate, which keeps more of what ImageNet taught it on
-# a few dozen training images.
+# a few dozen training images; cross entropy plus Dice on the core target.
 PLANNED_VARIANTS = {
     "planned": [],
     "planned_colour": ["data.colour_jitter=0.4"],
@@ -101,6 +101,7 @@ PLANNED_VARIANTS = {
     ],
     "planned_ce_dice": ["loss.name=ce_dice"],
     "planned_encoder_lr": ["optim.encoder_lr_scale=0.1"],
+    "planned_ce_dice_core": ["loss.name=ce_dice", "data.instance_target=core"],
     "planned_scale_weight_map": [
         "loss.name=weighted_ce",
         "data.weights=true",
