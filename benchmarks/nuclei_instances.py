@@ -14,7 +14,9 @@ median-frequency class weights, ``planned_full_resolution`` with the Lite0 U-Net
 full-resolution skip (``model.options.full_resolution_skip``: the image's own features joined
 at stride 1), ``planned_full_resolution_thin`` that and a 1-pixel boundary, ``planned_core``
 with the core target (``data.instance_target = "core"``: a fourth class, each object's inner
-half, seeds the watershed) and ``planned_core_full_resolution`` that and the skip. ``--arms`` picks
+half, seeds the watershed), ``planned_core_full_resolution`` that and the skip,
+``planned_ce`` with plain cross entropy (the plan trains cross entropy plus soft Dice) and
+``planned_encoder_lr`` with the encoder at a tenth of the learning rate. ``--arms`` picks
 some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
 distance peaks or h-maxima; and the watershed again without the h-maxima seeds, as it was
@@ -78,10 +80,9 @@ SMOKE = [
 # features joined at full resolution (the encoder's first are at stride 2), alone and with a
 # 1-pixel boundary, which leaves more interior to seed small objects; the core target, whose
 # seeds (each object's inner half) lie apart however faint the line where objects meet;
-# cross entropy plus soft Dice, which scores each class's overlap as a whole (the object
-# score's thresholds up to IoU 0.95 count every pixel of an outline); the pretrained encoder
-# at a tenth of the decoder's learning rate, which keeps more of what ImageNet taught it on
-# a few dozen training images; cross entropy plus Dice on the core target.
+# plain cross entropy, what the plan trained before it chose cross entropy plus soft Dice for
+# the three-class and core targets; the pretrained encoder at a tenth of the decoder's
+# learning rate, which keeps more of what ImageNet taught it on a few dozen training images.
 PLANNED_VARIANTS = {
     "planned": [],
     "planned_colour": ["data.colour_jitter=0.4"],
@@ -99,9 +100,8 @@ PLANNED_VARIANTS = {
         "data.instance_target=core",
         _runs.FULL_RESOLUTION_SKIP,
     ],
-    "planned_ce_dice": ["loss.name=ce_dice"],
+    "planned_ce": ["loss.name=ce"],
     "planned_encoder_lr": ["optim.encoder_lr_scale=0.1"],
-    "planned_ce_dice_core": ["loss.name=ce_dice", "data.instance_target=core"],
     "planned_scale_weight_map": [
         "loss.name=weighted_ce",
         "data.weights=true",

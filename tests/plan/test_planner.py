@@ -298,11 +298,15 @@ def test_instance_data_whose_objects_touch_trains_a_boundary_class():
     data = plan.tables["data"]
     assert (data["instance_target"], data["boundary_width"]) == ("three_class", 2)
     assert plan.reasons["data.instance_target"].startswith("20% of the objects touch another")
+    # The thin boundary class counts through soft Dice, not through class weights.
+    assert plan.tables["loss"] == {"name": "ce_dice", "class_weights": "none"}
+    assert plan.reasons["loss.name"].startswith("cross entropy plus soft Dice")
     RunConfig.from_dict({k: dict(v) for k, v in plan.tables.items()})  # a valid run config
     small = dataclasses.replace(nuclei, object_area=80.0)
     assert choose(small, speeds(0.5, 1.0, 4.0), 15).tables["data"]["boundary_width"] == 1
-    apart = dataclasses.replace(nuclei, touching=0.01)
-    assert choose(apart, speeds(0.5, 1.0, 4.0), 15).tables["data"]["instance_target"] == "semantic"
+    apart = choose(dataclasses.replace(nuclei, touching=0.01), speeds(0.5, 1.0, 4.0), 15)
+    assert apart.tables["data"]["instance_target"] == "semantic"
+    assert apart.tables["loss"] == {"name": "ce", "class_weights": "none"}
     # Not instance data: no such key.
     assert "instance_target" not in choose(fp(), speeds(0.5, 1.0, 4.0), 15).tables["data"]
 

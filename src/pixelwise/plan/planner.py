@@ -59,6 +59,9 @@ RARE_CLASS = 0.02
 # wide for objects of BOUNDARY_AREA pixels or more (median), else 1.
 TOUCHING_SHARE = 0.05
 BOUNDARY_AREA = 200.0
+# Instance targets with a thin class that parts touching objects: they train on cross entropy
+# plus soft Dice (docs/PLANNING.md, "loss").
+SEPARATING_TARGETS = ("three_class", "core")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,8 +245,16 @@ def _split(fp: Fingerprint) -> tuple[dict[str, object], str, list[str]]:
     return keys, reason, warnings
 
 
-def _loss(fp: Fingerprint) -> tuple[dict[str, object], str]:
+def _loss(fp: Fingerprint, target: dict[str, object]) -> tuple[dict[str, object], str]:
+    """The loss table and its reason; ``target`` is :func:`_instance_target`'s table."""
     k = fp.num_classes
+    if target.get("instance_target") in SEPARATING_TARGETS:
+        return (
+            {"name": "ce_dice", "class_weights": "none"},
+            "cross entropy plus soft Dice: Dice scores each class's overlap as a whole, so the "
+            "thin boundary class that parts touching objects counts without class weights, "
+            "which move the decision threshold",
+        )
     rare = [f for f in fp.class_fractions if f < RARE_CLASS]
     if k >= 3 and rare:
         return (
@@ -329,8 +340,8 @@ def choose(
     iterations = _iterations(speed, seconds)
     split, split_reason, warnings = _split(fp)
     augmentation, augmentation_reason = _augmentation(fp)
-    loss, loss_reason = _loss(fp)
     target, target_reason = _instance_target(fp)
+    loss, loss_reason = _loss(fp, target)
     data = _data_table(fp, {**split, **augmentation, **target}, chosen.crop, scale)
     n_train = max(1, fp.num_images - (0 if fp.num_val else max(1, round(fp.num_images * 0.2))))
     per_epoch = math.ceil(n_train / chosen.batch)
