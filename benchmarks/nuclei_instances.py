@@ -17,8 +17,9 @@ with the core target (``data.instance_target = "core"``: a fourth class, each ob
 half, seeds the watershed), ``planned_core_full_resolution`` that and the skip,
 ``planned_ce`` with plain cross entropy (the plan trains cross entropy plus soft Dice) and
 ``planned_encoder_lr`` with the encoder at a tenth of the learning rate, ``planned_elastic``
-with the U-Net paper's elastic deformation (10 px) and ``planned_thin`` with a 1-pixel
-boundary. ``--arms`` picks
+with the U-Net paper's elastic deformation (10 px), ``planned_thin`` with a 1-pixel
+boundary, ``planned_ema`` with a moving average of the weights (``train.ema = 0.99``) and
+``planned_ema_elastic`` that and the elastic deformation. ``--arms`` picks
 some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
 distance peaks or h-maxima; and the watershed again without the h-maxima seeds, as it was
@@ -86,7 +87,9 @@ SMOKE = [
 # the three-class and core targets; the pretrained encoder at a tenth of the decoder's
 # learning rate, which keeps more of what ImageNet taught it on a few dozen training images;
 # the U-Net paper's elastic deformation (10 px), which the plan leaves off to save iterations,
-# where more iterations no longer raise the score; a 1-pixel boundary (the plan's is 2 here).
+# where more iterations no longer raise the score; a 1-pixel boundary (the plan's is 2 here);
+# a moving average of the weights over about the last 100 iterations (train.ema), alone and
+# with the elastic deformation.
 PLANNED_VARIANTS = {
     "planned": [],
     "planned_colour": ["data.colour_jitter=0.4"],
@@ -108,6 +111,8 @@ PLANNED_VARIANTS = {
     "planned_encoder_lr": ["optim.encoder_lr_scale=0.1"],
     "planned_elastic": ["data.elastic_std=10.0"],
     "planned_thin": ["data.boundary_width=1"],
+    "planned_ema": ["train.ema=0.99"],
+    "planned_ema_elastic": ["train.ema=0.99", "data.elastic_std=10.0"],
     "planned_scale_weight_map": [
         "loss.name=weighted_ce",
         "data.weights=true",

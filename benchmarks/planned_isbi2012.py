@@ -11,7 +11,9 @@ half and all of the budget. The table gives each score's ratio at the end of the
 the first arm over the second (shipped over planned by default).
 ``--arms`` picks the runs (default ``shipped,planned``); ``planned_full_resolution`` is the
 plan with the encoder U-Net's full-resolution skip (``model.options.full_resolution_skip``:
-the image's own features joined at stride 1, for membranes a pixel or two wide); ``lean`` is
+the image's own features joined at stride 1, for membranes a pixel or two wide),
+``planned_ema`` the plan with a moving average of the weights (``train.ema = 0.99``) and
+``planned_elastic`` with the paper's elastic deformation (10 px); ``lean`` is
 the shipped config with the lean recipe of the issue that asked for the planner (base width
 16, no class weights, no elastic deformation, poly decay over the time budget).
 
@@ -45,6 +47,8 @@ SMOKE_PLANNED = [  # with the plan's model made tiny (_runs.tiny_model)
 PLANNED_VARIANTS = {
     "planned": [],
     "planned_full_resolution": [_runs.FULL_RESOLUTION_SKIP],
+    "planned_ema": ["train.ema=0.99"],
+    "planned_elastic": ["data.elastic_std=10.0"],
 }
 # The shipped config with the issue's lean recipe: what the plan must at least match.
 LEAN = [

@@ -45,6 +45,9 @@ small U-Net on the synthetic data, weighted cross entropy, Adam)::
     grad_clip = 0.0             # max gradient norm; 0 = off
     freeze_encoder = 0.0        # share of the run (of the time budget, else of the iterations)
                                 # during which the encoder is not updated
+    ema = 0.0                   # decay of a moving average of the weights (e.g. 0.99, about
+                                # the last 100 iterations), which validation, checkpoints and
+                                # prediction use; 0 = off
     num_workers = 0
     metric = "mean_iou"         # validation metric that picks best.pt
     out_dir = "runs"
@@ -571,6 +574,7 @@ class TrainConfig:
     channels_last: bool | str = "auto"
     grad_clip: float = 0.0
     freeze_encoder: float = 0.0
+    ema: float = 0.0
     num_workers: int = 0
     metric: str = "mean_iou"
     out_dir: str = "runs"
@@ -602,6 +606,8 @@ class TrainConfig:
         object.__setattr__(self, "grad_clip", _check_float(t, "grad_clip", self.grad_clip, 0.0))
         freeze = _check_float(t, "freeze_encoder", self.freeze_encoder, 0.0, 1.0)
         object.__setattr__(self, "freeze_encoder", freeze)
+        ema = _check_float(t, "ema", self.ema, 0.0, 0.9999)
+        object.__setattr__(self, "ema", ema)
         _check_choice(t, "metric", self.metric, METRICS)
         if not isinstance(self.out_dir, str) or not self.out_dir:
             raise _bad("train.out_dir", "be a folder name", repr(self.out_dir))

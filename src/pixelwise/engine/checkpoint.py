@@ -19,8 +19,10 @@ runs. Its keys::
     config          the run's resolved config (RunConfig.to_dict())
     epoch           epochs completed
     metrics         validation metrics of that epoch (plain numbers)
-    state_dict      the unwrapped model's weights (no DDP "module." or compile prefixes), CPU
-    training        None, or what resume needs: optimizer, scheduler, scaler, RNG states, ...
+    state_dict      the unwrapped model's weights (no DDP "module." or compile prefixes), CPU;
+                    with train.ema, the moving average of the weights (engine/average.py)
+    training        None, or what resume needs: optimizer, scheduler, scaler, RNG states, ...,
+                    and "average" (None, or the trained weights and the update count)
     instances       None, or how probabilities become objects for instance data: the
                     parameters chosen on the validation split (pixelwise.instances), with
                     "interior_class", the validation "score" and "tta" (the test-time

@@ -43,6 +43,7 @@ from pixelwise._files import remove_stale_temporaries, write_text_atomic
 from pixelwise._toml import dump_toml
 from pixelwise.config import RunConfig
 from pixelwise.engine import distributed
+from pixelwise.engine.average import WeightAverage
 from pixelwise.engine.events import FitResult, Progress, emit, unvalidated_metrics
 from pixelwise.engine.interrupt import StopRequest
 from pixelwise.engine.loaders import eval_loader, single_group, train_loader
@@ -129,6 +130,9 @@ class Trainer:
             has_budget=self.clock.limit > 0,
             amp=self.task.amp,
         )
+        # train.ema: the moving average of the weights, which validation and checkpoints use.
+        self.average = WeightAverage(self.model, train.ema) if train.ema > 0 else None
+        self._trained_weights: dict[str, torch.Tensor] | None = None  # while it is applied
         self.state, self.stop = RunState(), StopRequest()
         self.instances: dict[str, dict] = {}  # instance data: the post-processing recorded
         self.run_dir: Path | None = None
@@ -217,8 +221,25 @@ class Trainer:
             "config": self.record,
         }
 
+    @contextlib.contextmanager
+    def _averaged(self) -> Iterator[None]:
+        """The network holds the moving average of its weights inside the block (with
+        ``train.ema``; else it is left as it is), its trained weights after it."""
+        if self.average is None or self._trained_weights is not None:
+            yield
+            return
+        with self.average.applied(self.model) as trained:
+            self._trained_weights = trained
+            try:
+                yield
+            finally:
+                self._trained_weights = None
+
     def _finish(self, metrics: dict[str, Any]) -> FitResult:
         state, overlays = self.state, self.config.train.overlays
+        if self.average is not None and self.average.updates:
+            # The run's weights are the average from here on, as its checkpoints hold them.
+            self.model.load_state_dict(self.average.weights())
         if self.dist.is_main:
             write_report(self.run_dir, state.history, self.task.segmenter(), self.val_set, overlays)
             if self.config.data.layout == "instances" and self.val_set is not None:
@@ -253,22 +274,24 @@ class Trainer:
             position is not None or self.stop.requested or self.clock.over(self._seconds())
         )
         due = (epoch + 1) % train.val_every == 0 or epoch + 1 == train.epochs
-        metrics = self.evaluate() if (due or out_of_time) and self.val_set is not None else None
-        row = epoch_row(
-            epoch + 1,
-            lr=lr,
-            train_loss=train_loss,
-            metrics=metrics or unvalidated_metrics(self.task.class_names),
-            seconds=time.perf_counter() - start,
-            images_per_second=speed,
-        )
-        if position is not None:  # stopped mid-epoch: how far, e.g. 3.4
-            row["epoch"] = round(epoch + position.batch / self.batches_per_epoch, 4)
-        row["iteration"] = int(self.scheduler.last_epoch)
-        row["minutes"] = self._seconds() / 60.0
-        self.state.history.append(row)
-        if metrics is not None or (self.val_set is None and (due or out_of_time)):
-            self._record(epoch, train_loss, metrics)
+        with self._averaged():  # validated and saved: the moving average, with train.ema
+            validate = (due or out_of_time) and self.val_set is not None
+            metrics = self.evaluate() if validate else None
+            row = epoch_row(
+                epoch + 1,
+                lr=lr,
+                train_loss=train_loss,
+                metrics=metrics or unvalidated_metrics(self.task.class_names),
+                seconds=time.perf_counter() - start,
+                images_per_second=speed,
+            )
+            if position is not None:  # stopped mid-epoch: how far, e.g. 3.4
+                row["epoch"] = round(epoch + position.batch / self.batches_per_epoch, 4)
+            row["iteration"] = int(self.scheduler.last_epoch)
+            row["minutes"] = self._seconds() / 60.0
+            self.state.history.append(row)
+            if metrics is not None or (self.val_set is None and (due or out_of_time)):
+                self._record(epoch, train_loss, metrics)
         if main:
             write_csv_atomic(self.run_dir / "metrics.csv", self.state.history)
             emit(self.progress, "epoch_end", epoch + 1, train.epochs, row)
@@ -370,6 +393,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update(self.model)
         return loss.detach()
 
     def _after_iteration(self) -> bool:
@@ -380,16 +405,20 @@ class Trainer:
             return False
         seconds = self._seconds()
         for minutes in self.clock.due(seconds):
-            self.saver.save_snapshot(
-                self.model,
-                minutes,
-                position=self.state.position,
-                batches=self.batches_per_epoch,
-                seconds=seconds,
-                iteration=int(self.scheduler.last_epoch),
-                training=self.training_state(),
-            )
+            with self._averaged():
+                self._save_snapshot(minutes, seconds)
         return self.clock.over(seconds)
+
+    def _save_snapshot(self, minutes: float, seconds: float) -> None:
+        self.saver.save_snapshot(
+            self.model,
+            minutes,
+            position=self.state.position,
+            batches=self.batches_per_epoch,
+            seconds=seconds,
+            iteration=int(self.scheduler.last_epoch),
+            training=self.training_state(),
+        )
 
     def _seconds(self) -> float:
         """Training seconds by rank 0's clock, so that every process stops at one iteration."""
@@ -432,7 +461,14 @@ class Trainer:
         """What resuming needs beyond the weights: optimizer, schedule, scaler, random states
         and the :class:`RunState` (plain containers and tensors)."""
         weights = self.parts.class_weights
+        average = None
+        if self.average is not None:
+            trained = self._trained_weights
+            average = self.average.state(
+                trained if trained is not None else self.model.state_dict()
+            )
         return {
+            "average": average,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -461,11 +497,21 @@ class Trainer:
             scaler=self.scaler,
             generators=self._generators(),
         )
+        self._restore_average(checkpoint.training.get("average"))
         self.normalisation = dict(checkpoint.normalisation)
         restore_class_weights(self.parts, self.task.loss_fn, checkpoint.training)
         if self.dist.enabled and checkpoint.training.get("world_size") == 1:
             logger.warning("resuming a single-process run in %d processes", self.dist.world_size)
         logger.info("resumed from %s after epoch %d", path, checkpoint.epoch)
+
+    def _restore_average(self, saved: Mapping[str, Any] | None) -> None:
+        """After the checkpoint's weights are loaded: with ``train.ema`` they become the
+        average and the network gets the trained weights back; without it, a checkpoint of a
+        run that averaged resumes from its trained weights."""
+        if self.average is not None:
+            self.average.restore(self.model, saved)
+        elif saved:
+            self.model.load_state_dict(saved["trained_weights"])
 
     def close(self) -> None:
         """Nothing to release (:meth:`fit` undoes its global state); for ``with`` blocks."""
