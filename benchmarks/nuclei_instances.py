@@ -19,7 +19,8 @@ half, seeds the watershed), ``planned_core_full_resolution`` that and the skip,
 ``planned_encoder_lr`` with the encoder at a tenth of the learning rate, ``planned_elastic``
 with the U-Net paper's elastic deformation (10 px), ``planned_thin`` with a 1-pixel
 boundary, ``planned_ema`` with a moving average of the weights (``train.ema = 0.99``) and
-``planned_ema_elastic`` that and the elastic deformation. ``--arms`` picks
+``planned_ema_elastic`` / ``planned_core_ema`` that and the elastic deformation / the core
+target. ``--arms`` picks
 some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
 distance peaks or h-maxima; and the watershed again without the h-maxima seeds, as it was
@@ -89,7 +90,7 @@ SMOKE = [
 # the U-Net paper's elastic deformation (10 px), which the plan leaves off to save iterations,
 # where more iterations no longer raise the score; a 1-pixel boundary (the plan's is 2 here);
 # a moving average of the weights over about the last 100 iterations (train.ema), alone and
-# with the elastic deformation.
+# with the elastic deformation or the core target.
 PLANNED_VARIANTS = {
     "planned": [],
     "planned_colour": ["data.colour_jitter=0.4"],
@@ -113,6 +114,7 @@ PLANNED_VARIANTS = {
     "planned_thin": ["data.boundary_width=1"],
     "planned_ema": ["train.ema=0.99"],
     "planned_ema_elastic": ["train.ema=0.99", "data.elastic_std=10.0"],
+    "planned_core_ema": ["data.instance_target=core", "train.ema=0.99"],
     "planned_scale_weight_map": [
         "loss.name=weighted_ce",
         "data.weights=true",
