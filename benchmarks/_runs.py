@@ -123,6 +123,12 @@ def parse_args(
         help="trainings at once, each with cores/jobs threads (default 1: one after another)",
     )
     parser.add_argument(
+        "--plan",
+        type=Path,
+        help="train this plan.toml (copied into OUT) instead of planning: the plan of an "
+        "earlier run, measured on an idle machine, when this one starts beside other work",
+    )
+    parser.add_argument(
         "--rescore",
         action="store_true",
         help="train nothing: score the newest finished run of each model under OUT/runs/ again",
@@ -212,6 +218,11 @@ def plan(args: argparse.Namespace) -> tuple[Path, float]:
     """``pixelwise plan DATA --minutes M`` into ``OUT/plan.toml``, measured with the threads
     each training will have; returns the plan's path and the seconds planning took."""
     out = args.out / "plan.toml"
+    if getattr(args, "plan", None) is not None:
+        if not args.plan.is_file():
+            raise SystemExit(f"{args.plan}: no such plan file")
+        out.write_text(args.plan.read_text())
+        return out, 0.0
     threads = torch.get_num_threads()
     torch.set_num_threads(threads_per_job(args.jobs))
     start = time.perf_counter()
