@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pixelwise.data import split_by_manifest
+from pixelwise.engine.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_DATA = ROOT.parent / "shared" / "data"
@@ -198,7 +199,7 @@ def test_planned_nuclei_smoke(tmp_path):
 
 def test_planned_isbi2012_arms_smoke(tmp_path):
     data_set("isbi2012")
-    arms = ["lean", "planned_full_resolution"]
+    arms = ["lean", "planned_ema"]
     report = run_script("planned_isbi2012", tmp_path, "--arms", ",".join(arms))
     assert list(report["results"]) == arms  # no shipped run unless asked
     for marks in report["results"].values():
@@ -210,8 +211,11 @@ def test_planned_isbi2012_arms_smoke(tmp_path):
     assert lean["loss"]["class_weights"] == "none" and lean["data"]["elastic_std"] == 0.0
     assert (lean["schedule"]["name"], lean["schedule"]["over"]) == ("poly", "time")
     assert lean["model"]["name"] == "unet" and "encoder" not in lean["model"]["options"]
-    assert "full_resolution_skip" not in configs["lean"].read_text()
-    assert "full_resolution_skip = true" in configs["planned_full_resolution"].read_text()
+    assert "ema = 0.0" in configs["lean"].read_text()
+    assert tomllib.loads(configs["planned_ema"].read_text())["train"]["ema"] == 0.99
+    # its snapshots (scored at a quarter, half and all of the budget) hold the average
+    snapshot = next(configs["planned_ema"].parent.glob("snapshot_*min.pt"))
+    assert load_checkpoint(snapshot).training["average"]["updates"] >= 1
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "planned_isbi2012.py"), "--arms", "nope"],
@@ -219,3 +223,21 @@ def test_planned_isbi2012_arms_smoke(tmp_path):
             capture_output=True,
             check=True,
         )
+
+
+def test_a_given_plan_is_trained_instead_of_planning(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import _runs
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    given = tmp_path / "given.toml"
+    given.write_text('[model]\nname = "unet"\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    args = _runs.parse_args("x", "nuclei", "x", ["--plan", str(given), "--out", str(out)])
+    assert _runs.plan(args) == (out / "plan.toml", 0.0)
+    assert (out / "plan.toml").read_text() == given.read_text()
+    args.plan = tmp_path / "missing.toml"
+    with pytest.raises(SystemExit, match=r"missing\.toml: no such plan file"):
+        _runs.plan(args)
