@@ -8,7 +8,9 @@ of :mod:`.schedule`; validates every ``train.val_every`` epochs and after the la
 :func:`pixelwise.inference.evaluate` — the function ``pixelwise evaluate`` uses, so both score
 the same pixels; and writes (rank 0) ``config.toml``, ``metrics.csv`` (a row per epoch, NaN
 where an epoch was not validated), the checkpoints of :class:`.saver.CheckpointSaver` and the
-report of :mod:`.report` into a new run folder.
+report of :mod:`.report` into a new run folder. With ``train.ema`` the validation, the
+checkpoints and the weights left in the network at the end are the moving average of the
+weights (:mod:`.average`); the trained weights travel in the training state.
 
 Time budget: ``train.time_limit_minutes`` (wall clock from the start of :meth:`Trainer.fit`,
 validation and checkpoints included, continued across resumes) ends the run at the end of the
