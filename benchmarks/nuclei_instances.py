@@ -20,8 +20,8 @@ half, seeds the watershed), ``planned_core_full_resolution`` that and the skip,
 with the U-Net paper's elastic deformation (10 px), ``planned_thin`` with a 1-pixel
 boundary, ``planned_ema`` with a moving average of the weights (``train.ema = 0.99``) and
 ``planned_ema_elastic`` / ``planned_core_ema`` that and the elastic deformation / the core
-target, ``planned_lr2`` and ``planned_lr05`` with twice and half the learning rate. ``--arms`` picks
-some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
+target, ``planned_lr2`` and ``planned_lr05`` with twice and half the learning rate.
+``--arms`` picks some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
 distance peaks or h-maxima; and the watershed again without the h-maxima seeds, as it was
 searched before them), each with its parameters chosen on the validation split as training does
