@@ -13,6 +13,7 @@ from pixelwise.engine.checkpoint import load_checkpoint, load_model
 from pixelwise.engine.loaders import collate_groups
 from pixelwise.engine.trainer import Trainer
 from pixelwise.metrics import ConfusionMatrix
+from stop_after import Stop, StopAfter
 
 
 def test_the_decay_warms_up_to_its_value():
@@ -110,19 +111,6 @@ def test_a_run_validates_and_saves_the_average(tiny_config):
                 matrix.update(segmenter(batch["image"]), batch["mask"])
     counted = torch.tensor(checkpoint.metrics["confusion_matrix"])
     assert (counted - matrix.matrix).abs().sum() <= 4
-
-
-class Stop(Exception):
-    pass
-
-
-class StopAfter:
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def epoch_end(self, epoch, epochs, row):
-        if epoch == self.epoch:
-            raise Stop
 
 
 def test_a_run_with_the_average_resumes_exactly(tiny_config):

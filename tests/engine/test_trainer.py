@@ -23,19 +23,7 @@ from pixelwise.engine.schedule import schedule_factor
 from pixelwise.engine.task import center_crop
 from pixelwise.engine.trainer import Trainer
 from pixelwise.metrics import ConfusionMatrix
-
-
-class Stop(Exception):
-    """Stands for the run being killed right after an epoch's checkpoint."""
-
-
-class StopAfter:
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def epoch_end(self, epoch, epochs, row):
-        if epoch == self.epoch:
-            raise Stop
+from stop_after import Stop, StopAfter
 
 
 def test_loss_falls_and_the_run_folder_is_complete(tiny_config):
