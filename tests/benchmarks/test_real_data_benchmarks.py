@@ -235,7 +235,8 @@ def test_a_given_plan_is_trained_instead_of_planning(tmp_path):
     given.write_text('[model]\nname = "unet"\n')
     out = tmp_path / "out"
     out.mkdir()
-    args = _runs.parse_args("x", "nuclei", "x", ["--plan", str(given), "--out", str(out)])
+    argv = ["--plan", str(given), "--out", str(out), "--data", str(tmp_path)]  # no data needed
+    args = _runs.parse_args("x", "nuclei", "x", argv)
     assert _runs.plan(args) == (out / "plan.toml", 0.0)
     assert (out / "plan.toml").read_text() == given.read_text()
     args.plan = tmp_path / "missing.toml"
