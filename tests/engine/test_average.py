@@ -13,7 +13,7 @@ from pixelwise.engine.checkpoint import load_checkpoint, load_model
 from pixelwise.engine.loaders import collate_groups
 from pixelwise.engine.trainer import Trainer
 from pixelwise.metrics import ConfusionMatrix
-from stop_after import Stop, StopAfter
+from stop_after import interrupted_and_resumed
 
 
 def test_the_decay_warms_up_to_its_value():
@@ -117,13 +117,7 @@ def test_a_run_with_the_average_resumes_exactly(tiny_config):
     config = tiny_config(
         "train.epochs=3", "train.deterministic=true", "train.overlays=0", "train.ema=0.8"
     )
-    with Trainer(config) as trainer:
-        uninterrupted = trainer.fit()
-    with Trainer(config, progress=StopAfter(2)) as trainer, pytest.raises(Stop):
-        trainer.fit()
-    killed = sorted(p for p in uninterrupted.run_dir.parent.iterdir())[-1]
-    with Trainer(config) as trainer:
-        resumed = trainer.fit(resume=killed / "last.pt")
+    uninterrupted, _, resumed = interrupted_and_resumed(config)
     a, b = load_checkpoint(uninterrupted.last_path), load_checkpoint(resumed.last_path)
     for key in a.state_dict:
         assert torch.equal(a.state_dict[key], b.state_dict[key]), key

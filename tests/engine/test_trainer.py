@@ -23,7 +23,7 @@ from pixelwise.engine.schedule import schedule_factor
 from pixelwise.engine.task import center_crop
 from pixelwise.engine.trainer import Trainer
 from pixelwise.metrics import ConfusionMatrix
-from stop_after import Stop, StopAfter
+from stop_after import interrupted_and_resumed
 
 
 def test_loss_falls_and_the_run_folder_is_complete(tiny_config):
@@ -78,14 +78,8 @@ def test_resume_continues_exactly(tiny_config):
     config = tiny_config(
         "train.epochs=3", "train.deterministic=true", "train.overlays=0", "data.elastic_std=2.0"
     )
-    with Trainer(config) as trainer:
-        uninterrupted = trainer.fit()
-    with Trainer(config, progress=StopAfter(2)) as trainer, pytest.raises(Stop):
-        trainer.fit()
-    killed = sorted(p for p in uninterrupted.run_dir.parent.iterdir())[-1]
+    uninterrupted, killed, resumed = interrupted_and_resumed(config)
     assert load_checkpoint(killed / "last.pt").epoch == 2
-    with Trainer(config) as trainer:
-        resumed = trainer.fit(resume=killed / "last.pt")
     assert len({uninterrupted.run_dir, killed, resumed.run_dir}) == 3  # never overwritten
     a, b = load_checkpoint(uninterrupted.last_path), load_checkpoint(resumed.last_path)
     assert a.state_dict.keys() == b.state_dict.keys()
