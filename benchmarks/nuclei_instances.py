@@ -20,7 +20,9 @@ half, seeds the watershed), ``planned_core_full_resolution`` that and the skip,
 with the U-Net paper's elastic deformation (10 px), ``planned_thin`` with a 1-pixel
 boundary, ``planned_ema`` with a moving average of the weights (``train.ema = 0.99``) and
 ``planned_ema_elastic`` / ``planned_core_ema`` that and the elastic deformation / the core
-target, ``planned_lr2`` and ``planned_lr05`` with twice and half the learning rate.
+target, ``planned_lr2`` and ``planned_lr05`` with twice and half the learning rate,
+``planned_distance`` with the distance head (``data.distance_target``: the watershed floods
+and seeds from the predicted distance map).
 ``--arms`` picks some of them (default all). Each run's last checkpoint is post-processed two ways, by connected
 components and by marker-controlled watershed (seeded from the interior class, or from
 distance peaks or h-maxima; and the watershed again without the h-maxima seeds, as it was
@@ -118,6 +120,7 @@ PLANNED_VARIANTS = {
     "planned_core_ema": ["data.instance_target=core", "train.ema=0.99"],
     "planned_lr2": ["optim.lr=0.002"],
     "planned_lr05": ["optim.lr=0.0005"],
+    "planned_distance": ["data.distance_target=true"],
     "planned_scale_weight_map": [
         "loss.name=weighted_ce",
         "data.weights=true",

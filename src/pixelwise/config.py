@@ -264,6 +264,9 @@ class DataConfig:
             (background / interior / boundary, the boundary ``boundary_width`` pixels wide) or
             ``"core"`` (the three and a fourth class, core: the interior pixels at least half
             their object's largest distance from its edge; the watershed seeds from it).
+        distance_target: Instances: the network also regresses each object pixel's distance
+            to its object's edge over the object's largest (one more output channel,
+            :mod:`pixelwise.nn.distance`), and the watershed floods and seeds from that map.
         weight_map_background: Folders: add the U-Net weight map, its objects the connected
             components of the classes other than this one (EM membranes: 0); None: none.
         num_train, num_val, image_size: The synthetic data set's size.
@@ -294,6 +297,7 @@ class DataConfig:
     weight_map_background: int | None = None
     instance_target: str = "semantic"
     boundary_width: int = 2
+    distance_target: bool = False
     num_train: int = 64
     num_val: int = 16
     image_size: int = 96
@@ -341,6 +345,13 @@ class DataConfig:
         if self.instance_target != "semantic" and self.layout != "instances":
             raise _bad(
                 "data.instance_target",
+                "go with layout 'instances' (it is built from the instance labels)",
+                f"layout '{self.layout}'",
+            )
+        _check_bool("data", "distance_target", self.distance_target)
+        if self.distance_target and self.layout != "instances":
+            raise _bad(
+                "data.distance_target",
                 "go with layout 'instances' (it is built from the instance labels)",
                 f"layout '{self.layout}'",
             )

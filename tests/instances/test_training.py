@@ -145,7 +145,7 @@ def test_a_damaged_interior_class_is_one_line_not_an_index_error():
 
     logits = torch.zeros(3, 8, 8)
     settings = {**InstanceParameters().to_dict(), "interior_class": 7}
-    with pytest.raises(ValueError, match=r"interior_class must be a class index below .* 3"):
+    with pytest.raises(ValueError, match=r"interior_class must be an index below .* 3 maps"):
         objects_of(logits, settings)
 
 

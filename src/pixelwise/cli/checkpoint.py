@@ -185,10 +185,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _instances_text(settings: dict, class_names: Sequence[str] | None = None) -> str:
     """How the objects are made, and where the settings come from, in one line; the seed
-    class by its name when ``class_names`` are given."""
+    class by its name when ``class_names`` are given (index K after K classes: the predicted
+    distance map)."""
     interior = settings.get("interior_class")
     named = class_names is not None and isinstance(interior, int) and interior < len(class_names)
     seed = f"{class_names[interior]} class" if named else "interior class"
+    if class_names is not None and interior == len(class_names):
+        seed = "predicted distance map"
     if interior is None:
         seeds = "distance peaks"
     elif settings.get("seeds") == "peaks":

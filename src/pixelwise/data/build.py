@@ -105,6 +105,7 @@ def full_dataset(config: DataConfig) -> SegmentationDataset:
             weights=config.weights,
             target=config.instance_target,
             boundary_width=config.boundary_width,
+            distance=config.distance_target,
             **common,
         )
     common["class_names"] = config.class_names

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -489,19 +489,50 @@ def core_target(
     Shape:
         instances: (H, W) int -> (H, W) int64.
     """
-    from scipy import ndimage
-
     labels = np.asarray(instances)
     target = three_class_target(labels, boundary_width)
+    for box, own, distance in _object_distances(labels):
+        core = own & (distance >= core_fraction * distance.max())
+        window = target[box]
+        window[core & (window == 1)] = 3
+    return target
+
+
+def _object_distances(
+    labels: np.ndarray,
+) -> Iterator[tuple[tuple[slice, slice], np.ndarray, np.ndarray]]:
+    """Per object of ``labels``: its bounding box, its pixels in the box, and each box pixel's
+    Euclidean distance to the nearest pixel outside the object (background or a touching
+    neighbour; the edge of the box counts as outside), 0 off the object.
+
+    Shape:
+        labels: (H, W) int -> boxes of (h, w) bool and (h, w) float64.
+    """
+    from scipy import ndimage
+
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
         own = labels[box] == index
         # Padded with background, so that the edge of the box counts as the object's edge.
-        distance = ndimage.distance_transform_edt(np.pad(own, 1))[1:-1, 1:-1]
-        core = own & (distance >= core_fraction * distance.max())
+        yield box, own, ndimage.distance_transform_edt(np.pad(own, 1))[1:-1, 1:-1]
+
+
+def distance_target(instances: np.ndarray) -> np.ndarray:
+    """Each object pixel's distance to the nearest pixel outside its object (background or a
+    touching neighbour), divided by the largest such distance in the object; 0 on the
+    background. Every object peaks at 1 whatever its size, and two touching objects meet in
+    a valley at 1 / their largest distance, so a watershed of the map parts them
+    (``data.distance_target``, :class:`pixelwise.nn.distance.DistanceHead`).
+
+    Shape:
+        instances: (H, W) int -> (H, W) float32 in [0, 1].
+    """
+    labels = np.asarray(instances)
+    target = np.zeros(labels.shape, np.float32)
+    for box, own, distance in _object_distances(labels):
         window = target[box]
-        window[core & (window == 1)] = 3
+        window[own] = (distance[own] / distance.max()).astype(np.float32)
     return target
 
 
@@ -603,6 +634,8 @@ class InstanceDataset(PairedDataset):
             interior / boundary, :func:`three_class_target` of the labels as read) or
             ``"core"`` (those and core, :func:`core_target`).
         boundary_width: The boundary's width in pixels, for ``"three_class"`` and ``"core"``.
+        distance: Add each sample's :func:`distance_target` (``"distance"``, computed on its
+            first read and then reused), for a network with a distance head.
         class_names: Two (three, four) names; default ``("background", "object")``
             (``("background", "interior", "boundary")``, and ``"core"``).
         channels, transform: As in :class:`PairedDataset`.
@@ -619,12 +652,15 @@ class InstanceDataset(PairedDataset):
         separate: bool = True,
         target: str = "semantic",
         boundary_width: int = 2,
+        distance: bool = False,
         class_names: Sequence[str] | None = None,
         channels: int | None = None,
         transform: Transform | None = None,
     ) -> None:
         root = _check_root(root)
         self.target = check_choice("instance target", target, INSTANCE_TARGETS)
+        self.distance = bool(distance)
+        self._distances: dict[int, torch.Tensor] = {}
         self.boundary_width = check_positive_int("boundary_width", boundary_width)
         names = TARGET_CLASSES[self.target]
         pairs = pair_by_stem(root / images, root / instances, what="instance image")
@@ -654,6 +690,10 @@ class InstanceDataset(PairedDataset):
             target["mask"] = torch.from_numpy(three_class_target(labels, self.boundary_width))
         elif self.target == "core":
             target["mask"] = torch.from_numpy(core_target(labels, self.boundary_width))
+        if self.distance:
+            if index not in self._distances:
+                self._distances[index] = torch.from_numpy(distance_target(labels))
+            target["distance"] = self._distances[index]
         return target
 
 

@@ -1,11 +1,12 @@
 """Joint image–mask augmentation on torchvision.transforms.v2 and tv_tensors.
 
 A sample dict is wrapped into tv_tensors (``image`` → ``Image``, ``mask`` → ``Mask``,
-``instances`` → :class:`InstanceMask`, ``weight`` → :class:`WeightMap`), every transform draws
-its parameters once per sample and applies them to all of them, so the mask, the instance labels
-and the weight map follow the image exactly. Masks are only ever moved, never interpolated
-(nearest neighbour); the weight map is interpolated bilinearly; padding puts ``ignore_index``
-into the mask and 0 into the weight map, so padded pixels cost nothing.
+``instances`` → :class:`InstanceMask`, ``weight`` and ``distance`` → :class:`WeightMap`), every
+transform draws its parameters once per sample and applies them to all of them, so the mask,
+the instance labels, the weight map and the distance target follow the image exactly. Masks are
+only ever moved, never interpolated (nearest neighbour); the weight map and the distance target
+are interpolated bilinearly; padding puts ``ignore_index`` into the mask and 0 into the weight
+map and the distance target, so padded pixels cost nothing.
 
 Randomness comes from a ``torch.Generator`` when one is given (reproducible; in each
 DataLoader worker :class:`JointTransform` reseeds its copy from the worker seed, so workers do
@@ -48,6 +49,7 @@ _WRAPPERS = {
     "mask": tv_tensors.Mask,
     "instances": InstanceMask,
     "weight": WeightMap,
+    "distance": WeightMap,
 }
 
 

@@ -26,9 +26,11 @@ from torch.utils.data import Dataset
 
 from pixelwise.engine.checkpoint import load_checkpoint, load_model, record_instances
 from pixelwise.inference.instances import instance_labels
+from pixelwise.inference.predict import object_maps, predict_outputs
 from pixelwise.inference.segmenter import Segmenter
 from pixelwise.inference.tta import DIHEDRAL
 from pixelwise.instances import choose_parameters
+from pixelwise.nn.distance import has_distance_head
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +58,14 @@ def test_time_transforms(data: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(name for name in DIHEDRAL if name in names) if len(names) > 1 else ()
 
 
-def interior_class(class_names: Sequence[str]) -> int | None:
-    """The class whose probability seeds the watershed: ``"core"`` of a core target,
-    ``"interior"`` of a background / interior / boundary one; None for a background / object
-    target (distance peaks)."""
+def interior_class(class_names: Sequence[str], distance: bool = False) -> int | None:
+    """The map that seeds the watershed: K, the predicted distance after the K classes'
+    probabilities (``distance``: a network with a distance head); else the class ``"core"``
+    of a core target, ``"interior"`` of a background / interior / boundary one; None for a
+    background / object target (distance peaks)."""
     names = list(class_names)
+    if distance:
+        return len(names)
     for name in ("core", "interior"):
         if name in names:
             return names.index(name)
@@ -70,19 +75,21 @@ def interior_class(class_names: Sequence[str]) -> int | None:
 def validation_probabilities(
     path: str | Path | Segmenter, dataset: Dataset, tta: Sequence[str] = ()
 ) -> tuple[list[np.ndarray], list[np.ndarray], int | None]:
-    """The checkpoint's class probabilities (K, H, W) on every validation sample, predicted
-    as ``pixelwise predict`` and ``evaluate`` predict (whole, or in tiles of 512, averaged
-    over the test-time transforms ``tta`` if any), the samples' instance labels, and the
-    interior class."""
+    """The checkpoint's class probabilities (K, H, W) on every validation sample, with a
+    distance head's predicted map after them ((K + 1, H, W)), predicted as ``pixelwise
+    predict`` and ``evaluate`` predict (whole, or in tiles of 512, averaged over the
+    test-time transforms ``tta`` if any), the samples' instance labels, and the index of the
+    map that seeds the watershed (:func:`interior_class`)."""
     segmenter = path if isinstance(path, Segmenter) else inference_model(path)
     probabilities, targets = [], []
     with torch.no_grad():
         for index in range(len(dataset)):
             image = dataset[index]["image"]
-            logits = segmenter.predict_logits(image, tile=512, tta=tuple(tta) or False)
-            probabilities.append(torch.softmax(logits.float(), dim=0).cpu().numpy())
+            logits, distance = predict_outputs(segmenter, image, tile=512, tta=tuple(tta))
+            probabilities.append(object_maps(logits, distance))
             targets.append(instance_labels(dataset, index))  # touching objects still touching
-    return probabilities, targets, interior_class(segmenter.class_names)
+    interior = interior_class(segmenter.class_names, has_distance_head(segmenter))
+    return probabilities, targets, interior
 
 
 def inference_model(path: str | Path, device: str | torch.device = "cpu") -> Segmenter:

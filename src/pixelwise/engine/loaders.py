@@ -21,18 +21,19 @@ from pixelwise.config import TrainConfig
 from pixelwise.engine import distributed
 from pixelwise.engine.state import seed_worker
 
-_TENSOR_KEYS = ("image", "mask", "weight")
+_TENSOR_KEYS = ("image", "mask", "weight", "distance")
 
 
 def collate_groups(samples: list[Mapping[str, Any]]) -> list[dict[str, torch.Tensor]]:
-    """Stack samples into batches of ``image``, ``mask`` (and ``weight``), one per image size.
+    """Stack samples into batches of ``image``, ``mask`` (and ``weight``, ``distance``), one
+    per image size.
 
     Validation images may differ in size (a batch is then split by size); the samples'
     ``path`` values are kept as a list under ``paths`` (for messages); other keys (instance
     labels) are dropped.
 
     Shape:
-        each batch: image (N, C, H, W), mask (N, H, W), weight (N, H, W).
+        each batch: image (N, C, H, W), mask, weight, distance (N, H, W).
     """
     groups: dict[tuple[int, ...], list[Mapping[str, Any]]] = {}
     for sample in samples:

@@ -217,12 +217,15 @@ def build_parts(config: RunConfig, *, device: torch.device, rank: int = 0) -> Ru
     _check_weight_maps(config, first)
     in_channels = int(first["image"].shape[0])
     train = config.train
+    # data.distance_target: the data set adds the target, the network the channel for it.
+    distance = {"distance_head": True} if config.data.distance_target else {}
     model = build_model_seeded(
         config.model.name,
         seed,
         num_classes=int(train_set.num_classes),
         in_channels=in_channels,
         **config.model.options,
+        **distance,
     )
     normalisation = normalisation_for(
         train.normalisation,

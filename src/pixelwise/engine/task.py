@@ -23,6 +23,8 @@ from torch import nn
 from pixelwise._checks import message
 from pixelwise.inference.segmenter import Segmenter
 from pixelwise.losses.build import SegmentationLoss
+from pixelwise.losses.distance import distance_loss
+from pixelwise.nn.distance import distance_outputs, has_distance_head
 from pixelwise.nn.normalise import Normalize
 from pixelwise.nn.rescale import Rescaled
 
@@ -98,6 +100,7 @@ class SegmentationTask:
         self.channels_last = channels_last
         self.input_scale = float(input_scale)
         self.normalisation = normalisation
+        self.distance_head = has_distance_head(model)
 
     @property
     def normalisation(self) -> dict:
@@ -154,11 +157,35 @@ class SegmentationTask:
         return self.loss(logits, target, weight)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One training forward pass: ``{"loss", "logits", "target"}``."""
+        """One training forward pass: ``{"loss", "logits", "target"}``. A network with a
+        distance head (:mod:`pixelwise.nn.distance`), given a batch with ``"distance"``, adds
+        its regression loss (:func:`pixelwise.losses.distance_loss`, on the pixels the class
+        loss counts); ``"logits"`` are the K class logits either way."""
         images, target, weight = self.prepare(batch)
-        with self.autocast():
-            logits = self.train_model(images)  # (N, K, h, w)
-        return {"loss": self.loss(logits, target, weight), "logits": logits, "target": target}
+        distance = batch.get("distance") if self.distance_head else None
+        if distance is None:
+            with self.autocast():
+                logits = self.train_model(images)  # (N, K, h, w)
+            return {"loss": self.loss(logits, target, weight), "logits": logits, "target": target}
+        with distance_outputs(self.train_model), self.autocast():
+            out = self.train_model(images)  # (N, K + 1, h, w)
+        logits, regressed = out[:, :-1], out[:, -1]
+        loss = self.loss(logits, target, weight) + self.distance_loss(regressed, distance, target)
+        return {"loss": loss, "logits": logits, "target": target}
+
+    def distance_loss(
+        self, regressed: torch.Tensor, distance: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """The distance head's loss, target and mask centre-cropped to its output; pixels
+        whose class is ``ignore_index`` (padding) do not count.
+
+        Shape:
+            regressed: (N, h, w); distance, target: (N, H, W); output: ().
+        """
+        size = tuple(regressed.shape[-2:])
+        distance = center_crop(distance.to(self.device, non_blocking=True), size)
+        valid = center_crop(target, size) != self.ignore_index
+        return distance_loss(regressed, distance, valid)
 
     __call__ = forward
 

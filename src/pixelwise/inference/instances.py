@@ -20,8 +20,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pixelwise._checks import message
-from pixelwise.inference.predict import instance_plan, instance_settings, objects_of
-from pixelwise.inference.tiling import predict as predict_tiled
+from pixelwise.inference.predict import (
+    instance_plan,
+    instance_settings,
+    objects_of,
+    predict_outputs,
+)
 from pixelwise.metrics import mean_average_precision
 from pixelwise.metrics.objects import match_objects, touching_pairs
 
@@ -72,8 +76,8 @@ def evaluate_instances(
     for index in range(len(dataset)):
         image = dataset[index]["image"]
         with torch.no_grad():
-            logits = predict_tiled(model, image, tile=tile, tta=tta or False)  # (K, H, W)
-        predicted = objects_of(logits, settings)
+            logits, distance = predict_outputs(model, image, tile=tile, tta=tta)  # (K, H, W)
+        predicted = objects_of(logits, settings, distance)
         truth = instance_labels(dataset, index)
         score = mean_average_precision(truth, predicted)
         match = match_objects(truth, predicted, iou_threshold=0.5)

@@ -42,6 +42,7 @@ from pixelwise.inference._model import (
     unwrap_model,
 )
 from pixelwise.inference.tiling import predict as predict_tiled
+from pixelwise.nn.distance import distance_outputs
 from pixelwise.nn.padding import mirror_pad
 from pixelwise.report.palette import class_palette, colorize, overlay
 
@@ -368,13 +369,15 @@ def predict_file(
     image = read_image_file(image_path, model_in_channels(model))  # (C, H, W)
     if instances is not None:
         instances, tta = instance_plan(instances, tta)
-    logits = predict_tiled(model, image, tile=tile, tta=tta or False, progress=progress)
+    logits, distance = predict_outputs(
+        model, image, tile=tile, tta=tta, progress=progress, distance=instances is not None
+    )
     mask = logits.argmax(dim=0).cpu()  # (H, W)
     if palette is None:
         palette = getattr(model, "palette", None)
         palette = class_palette(logits.shape[0]) if palette is None else palette
     if instances is not None:
-        objects = objects_of(logits, instances)  # computed before anything is written
+        objects = objects_of(logits, instances, distance)  # before anything is written
     save_prediction(image, mask, paths, palette, alpha=alpha, encoding=encoding)
     if instances is not None:
         save_png_atomic(paths["instances"], objects.astype(np.uint16))
@@ -446,17 +449,60 @@ def instance_plan(
     return chosen, used
 
 
-def objects_of(logits: torch.Tensor, settings: Mapping[str, object]) -> np.ndarray:
-    """One label per object from ``logits`` (K, H, W) by ``settings`` (:func:`instance_settings`).
+def predict_outputs(
+    model: nn.Module,
+    image: torch.Tensor,
+    *,
+    tile: int = 512,
+    tta: bool | str | Sequence[str] = False,
+    progress: Progress | None = None,
+    distance: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The class logits of one image (:func:`pixelwise.inference.tiling.predict`) and, for a
+    network with a distance head (:mod:`pixelwise.nn.distance`) when ``distance``, its
+    predicted distance map in [0, 1] from the same passes (tiles and test-time transforms);
+    None without one.
 
     Shape:
-        (K, H, W) -> (H, W) int32, 0 = background, 1 … N.
+        image: (C, H, W) -> logits (K, H, W), distance (H, W).
+    """
+    if not distance:
+        return predict_tiled(model, image, tile=tile, tta=tta or False, progress=progress), None
+    with distance_outputs(model) as has_head:
+        out = predict_tiled(model, image, tile=tile, tta=tta or False, progress=progress)
+    if not has_head:
+        return out, None
+    return out[:-1], torch.sigmoid(out[-1])
+
+
+def object_maps(logits: torch.Tensor, distance: torch.Tensor | None = None) -> np.ndarray:
+    """What objects are made from: the class probabilities (softmax of ``logits``) and, with
+    a predicted distance map, that map after them as one more channel.
+
+    Shape:
+        logits (K, H, W), distance (H, W) -> (K, H, W) or (K + 1, H, W) float32.
+    """
+    maps = torch.softmax(logits.float(), dim=0)
+    if distance is not None:
+        maps = torch.cat([maps, distance.float().to(maps.device)[None]])
+    return maps.cpu().numpy()
+
+
+def objects_of(
+    logits: torch.Tensor, settings: Mapping[str, object], distance: torch.Tensor | None = None
+) -> np.ndarray:
+    """One label per object from ``logits`` (K, H, W) by ``settings`` (:func:`instance_settings`),
+    and the predicted ``distance`` map of a network with a distance head (its recorded
+    ``interior_class`` is then K: the map seeds and floods the watershed).
+
+    Shape:
+        (K, H, W), (H, W) -> (H, W) int32, 0 = background, 1 … N.
     """
     from pixelwise.instances import InstanceParameters, instances_from_probabilities
 
     fields = InstanceParameters.__dataclass_fields__
     parameters = InstanceParameters(**{k: v for k, v in settings.items() if k in fields})
-    probabilities = torch.softmax(logits.float(), dim=0).cpu().numpy()
+    probabilities = object_maps(logits, distance)
     interior = settings.get("interior_class")
     classes = probabilities.shape[0]
     if interior is not None and not (
@@ -465,7 +511,7 @@ def objects_of(logits: torch.Tensor, settings: Mapping[str, object]) -> np.ndarr
         raise ValueError(
             message(
                 "the recorded instances.interior_class",
-                f"be a class index below the model's {classes} classes",
+                f"be an index below the model's {classes} maps (classes and distance)",
                 repr(interior),
                 "the checkpoint is damaged: train again, or predict without --instances",
             )

@@ -1,4 +1,5 @@
-"""Segmentation losses: pixel-wise cross entropy, class weights, soft Dice, the U-Net weight map.
+"""Segmentation losses: pixel-wise cross entropy, class weights, soft Dice, the U-Net weight map,
+and the distance head's regression loss.
 
 ``cross_entropy`` takes per-class weights (from ``class_weights``) and per-pixel weight maps
 (from ``unet_weight_map``); ``ce_dice_loss`` adds the soft Dice term. Targets are (N, H, W)
@@ -14,6 +15,7 @@ from pixelwise.losses.class_weights import (
 )
 from pixelwise.losses.cross_entropy import CrossEntropyLoss, cross_entropy
 from pixelwise.losses.dice import CEDiceLoss, DiceLoss, ce_dice_loss, soft_dice_loss
+from pixelwise.losses.distance import distance_loss
 from pixelwise.losses.weight_map import (
     border_distances,
     class_balance_map,
@@ -34,6 +36,7 @@ __all__ = [
     "class_weights",
     "count_classes",
     "cross_entropy",
+    "distance_loss",
     "influence_radius",
     "instances_from_semantic",
     "inverse_frequency_weights",

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from pixelwise._checks import did_you_mean, message
+from pixelwise.nn.distance import DistanceHead
 
 
 @dataclass(frozen=True)
@@ -96,28 +97,57 @@ def model_options(name: str) -> dict[str, Any]:
     }
 
 
-def check_model(name: str, *, num_classes: int, in_channels: int = 3, **options: Any) -> None:
+def check_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    distance_head: bool = False,
+    **options: Any,
+) -> None:
     """Raise what :func:`create_model` would for these arguments, building nothing (the model
     is built on PyTorch's meta device)."""
     _check_arguments(name, num_classes, in_channels, options)
-    _check_size(get_entry(name), num_classes=num_classes, in_channels=in_channels, **options)
+    if not isinstance(distance_head, bool):
+        raise ValueError(message("distance_head", "be true or false", repr(distance_head)))
+    outputs = num_classes + int(distance_head)
+    _check_size(get_entry(name), num_classes=outputs, in_channels=in_channels, **options)
 
 
-def create_model(name: str, *, num_classes: int, in_channels: int = 3, **options: Any) -> nn.Module:
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    distance_head: bool = False,
+    **options: Any,
+) -> nn.Module:
     """Build a registered model by name.
 
     Args:
         name: a name from :func:`list_models` (a near miss gets a did-you-mean).
         num_classes: K, the number of output channels (classes).
         in_channels: C, the number of image channels.
+        distance_head: Build the model with one more output channel, a regressed distance
+            map, inside a :class:`pixelwise.nn.distance.DistanceHead` (any model).
         **options: the model's own options (see ``pixelwise models``); unknown ones raise.
 
     Returns:
         The model, with ``size_divisor``, ``stage_names``, ``pixelwise_name`` and
-        ``pixelwise_args`` set.
+        ``pixelwise_args`` set (``distance_head`` in the arguments only when true).
     """
-    check_model(name, num_classes=num_classes, in_channels=in_channels, **options)
-    model = get_entry(name).builder(num_classes=num_classes, in_channels=in_channels, **options)
+    check_model(
+        name,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        distance_head=distance_head,
+        **options,
+    )
+    outputs = num_classes + int(distance_head)
+    model = get_entry(name).builder(num_classes=outputs, in_channels=in_channels, **options)
+    if distance_head:
+        model = DistanceHead(model, num_classes)
+        options = {**options, "distance_head": True}
     model.pixelwise_name = name
     model.pixelwise_args = {"num_classes": num_classes, "in_channels": in_channels, **options}
     return model

@@ -58,9 +58,9 @@ from pixelwise.inference.predict import (
     instance_plan,
     instance_settings,
     objects_of,
+    predict_outputs,
 )
 from pixelwise.inference.segmenter import Segmenter
-from pixelwise.inference.tiling import predict as predict_tiled
 from pixelwise.report.palette import as_rgb8, colorize, overlay
 
 FORMATS = ("mask", "color", "overlay", "json", "layers")
@@ -318,10 +318,12 @@ class Predictor:
         # Objects as the checkpoint chose to make them: with its test-time augmentation, if
         # any (the class mask of the answer then comes from the same averaged logits).
         tta = self.tta if instances else False
-        logits = predict_tiled(self.segmenter, image, tile=self.settings.tile, tta=tta or False)
+        logits, distance = predict_outputs(
+            self.segmenter, image, tile=self.settings.tile, tta=tta, distance=instances
+        )
         mask = logits.argmax(dim=0).cpu().numpy()  # (H, W)
         palette = self.segmenter.palette
-        objects = objects_of(logits, self.instances) if instances else None
+        objects = objects_of(logits, self.instances, distance) if instances else None
         picture = image.numpy().transpose(1, 2, 0)  # (H, W, C)
         if fmt in ("json", "layers"):
             answer: dict[str, object] = {
