@@ -60,8 +60,12 @@ from pixelwise import load_model
 from pixelwise.engine.instances import validation_probabilities
 from pixelwise.inference import evaluation_dataset
 from pixelwise.inference.instances import evaluate_instances, instance_labels
-from pixelwise.inference.predict import contour_overlay, instance_plan, objects_of
-from pixelwise.inference.tiling import predict as predict_tiled
+from pixelwise.inference.predict import (
+    contour_overlay,
+    instance_plan,
+    objects_of,
+    predict_outputs,
+)
 from pixelwise.instances import GRID, choose_parameters
 
 NAME = "nuclei_instances"
@@ -189,8 +193,8 @@ def hardest_overlay(runs: dict, results: dict, out: object) -> str:
         for method in results[label]:
             settings, tta = instance_plan(results[label][method]["settings"])
             with torch.no_grad():
-                logits = predict_tiled(segmenter, image, tile=512, tta=tta or False)
-            panels.append(contour_overlay(image, objects_of(logits, settings)))
+                logits, distance = predict_outputs(segmenter, image, tile=512, tta=tta)
+            panels.append(contour_overlay(image, objects_of(logits, settings, distance)))
     Image.fromarray(np.concatenate(panels, axis=1)).save(out / "hardest.png")
     return per_image[worst]["name"]
 
