@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import sys
 
 import pytest
@@ -41,7 +42,9 @@ def test_a_time_budget_run_reports_iterations_not_epoch_zero(tmp_path, capsys):
     argv = ["train", *sets(*TINY, "train.time_limit_minutes=1e-6"), "--out-dir", str(tmp_path)]
     assert main(argv) == 0
     line = capsys.readouterr().out.splitlines()[1]
-    assert "after 1 iterations (0 full epochs; stopped by the time budget at 0.0 min)" in line
+    # The minutes it stopped at depend on the machine's load; the words do not.
+    pattern = r"after 1 iterations \(0 full epochs; stopped by the time budget at \d+\.\d min\)"
+    assert re.search(pattern, line), line
 
 
 def test_progress_bars_keep_the_last_validation_and_drop_the_eta_under_a_budget():

@@ -174,8 +174,10 @@ def test_a_distance_run_seeds_from_its_map_and_predicts_it_back(tmp_path, capsys
     run = train_run(tmp_path, data, epochs=2, data_keys=keys)
     checkpoint = load_checkpoint(run / "best.pt")
     assert checkpoint.model_args["distance_head"] is True
-    assert checkpoint.instances["interior_class"] == 3  # the map after the three classes
+    # The search seeds from the map after the three classes (3) or from the interior class.
+    assert checkpoint.instances["interior_class"] in (3, 1)
     watershed = {**checkpoint.instances, "method": "watershed", "seeds": "regions"}
+    watershed["interior_class"] = 3
     text = _instances_text(watershed, checkpoint.class_names)
     assert "seeds: predicted distance map" in text
     # predict --instances writes what the library computes from the same passes.
@@ -198,3 +200,33 @@ def test_a_distance_run_seeds_from_its_map_and_predicts_it_back(tmp_path, capsys
     capsys.readouterr()
     argv = ["evaluate", str(run / "best.pt"), str(data), "--split", "all", "--instances"]
     assert main([*argv, "--json"]) == 0
+
+
+@pytest.mark.parametrize("better", [3, 1])
+def test_the_search_records_the_better_seed_map_of_a_distance_network(
+    tmp_path, monkeypatch, better
+):
+    from pixelwise.engine import instances as chooser
+    from pixelwise.instances import InstanceParameters
+
+    assert chooser.seed_maps(("background", "interior", "boundary"), True) == (3, 1)
+    assert chooser.seed_maps(("background", "interior", "boundary")) == (1,)
+    assert chooser.seed_maps(("background", "object"), True) == (2, None)
+    data = blob_folder(tmp_path / "data", count=4)
+    keys = 'instance_target = "three_class"\nval_fraction = 0.25\ndistance_target = true'
+    run = train_run(tmp_path, data, epochs=1, data_keys=keys)
+    searched = []
+
+    def probabilities(segmenter, dataset, tta=()):
+        return ["maps"], [None], 3
+
+    def choose(probabilities, targets, interior_class=None):
+        searched.append(interior_class)
+        return InstanceParameters(seed_threshold=0.9), 0.6 if interior_class == better else 0.4
+
+    monkeypatch.setattr(chooser, "validation_probabilities", probabilities)
+    monkeypatch.setattr(chooser, "choose_parameters", choose)
+    fields = chooser.choose_instances(run / "best.pt", dataset=None)
+    assert searched == [3, 1]  # no flips or rotations trained: one pass, both maps
+    assert fields["interior_class"] == better and fields["score"] == 0.6
+    assert fields["seed_threshold"] == 0.9 and fields["tta"] is False

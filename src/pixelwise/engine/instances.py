@@ -11,7 +11,9 @@ Test-time augmentation is part of the choice: where the run trained with flips o
 rotations, the validation images are predicted again averaged over those symmetries
 (:func:`test_time_transforms`), the parameters are chosen again, and the averaged prediction
 is recorded (``"tta"``: the transform names) only when it raises the validation score by at
-least :data:`TTA_GAIN`; it costs one prediction per transform.
+least :data:`TTA_GAIN`; it costs one prediction per transform. A network with a distance head
+(``data.distance_target``) is searched twice, seeding from its predicted map and from the
+interior class (:func:`seed_maps`), and the better is recorded.
 """
 
 from __future__ import annotations
@@ -108,18 +110,39 @@ def choose_instances(
     augmentation chosen, ``"one_pass"`` keeps the parameters and score of the one-pass
     search, for a prediction that turns the augmentation off."""
     segmenter = inference_model(path, device)
-    probabilities, targets, interior = validation_probabilities(segmenter, dataset)
-    chosen, score = choose_parameters(probabilities, targets, interior_class=interior)
-    fields = {**chosen.to_dict(), "interior_class": interior, "score": score, "tta": False}
+    seeds = seed_maps(segmenter.class_names, has_distance_head(segmenter))
+    probabilities, targets, _ = validation_probabilities(segmenter, dataset)
+    chosen = _search(probabilities, targets, seeds)
+    fields = {**chosen, "tta": False}
     transforms = test_time_transforms(segmenter.checkpoint.config.get("data", {}))
     if transforms:
         averaged, _, _ = validation_probabilities(segmenter, dataset, transforms)
-        chosen_tta, score_tta = choose_parameters(averaged, targets, interior_class=interior)
-        if score_tta >= score + TTA_GAIN:
-            one_pass = {**chosen.to_dict(), "score": score}
-            fields = {**fields, **chosen_tta.to_dict(), "score": score_tta}
-            fields.update(tta=list(transforms), one_pass=one_pass)
+        chosen_tta = _search(averaged, targets, seeds)
+        if chosen_tta["score"] >= chosen["score"] + TTA_GAIN:
+            fields = {**chosen_tta, "tta": list(transforms), "one_pass": chosen}
     return fields
+
+
+def seed_maps(class_names: Sequence[str], distance: bool = False) -> tuple[int | None, ...]:
+    """The maps the search may seed the watershed from: the :func:`interior_class`, and
+    first, for a network with a distance head, its predicted map (index K)."""
+    own = interior_class(class_names)
+    return (len(class_names), own) if distance else (own,)
+
+
+def _search(
+    probabilities: Sequence[np.ndarray], targets: Sequence[np.ndarray], seeds: Sequence[int | None]
+) -> dict[str, object]:
+    """:func:`~pixelwise.instances.choose_parameters` with each seed map of ``seeds``; the
+    best (the first on a tie) as fields to record: the parameters, ``interior_class`` and
+    ``score``."""
+    best: dict[str, object] | None = None
+    for seed in seeds:
+        chosen, score = choose_parameters(probabilities, targets, interior_class=seed)
+        if best is None or score > best["score"]:
+            best = {**chosen.to_dict(), "interior_class": seed, "score": score}
+    assert best is not None  # seeds is never empty
+    return best
 
 
 def weights_digest(path: str | Path) -> str:
