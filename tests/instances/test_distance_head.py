@@ -220,13 +220,14 @@ def test_the_search_records_the_better_seed_map_of_a_distance_network(
     def probabilities(segmenter, dataset, tta=()):
         return ["maps"], [None], 3
 
-    def choose(probabilities, targets, interior_class=None):
-        searched.append(interior_class)
+    def choose(probabilities, targets, interior_class=None, grid=None):
+        searched.append((interior_class, tuple(grid["method"])))
         return InstanceParameters(seed_threshold=0.9), 0.6 if interior_class == better else 0.4
 
     monkeypatch.setattr(chooser, "validation_probabilities", probabilities)
     monkeypatch.setattr(chooser, "choose_parameters", choose)
     fields = chooser.choose_instances(run / "best.pt", dataset=None)
-    assert searched == [3, 1]  # no flips or rotations trained: one pass, both maps
+    # No flips or rotations trained: one pass, both maps; the components searched once.
+    assert searched == [(3, ("components", "watershed")), (1, ("watershed",))]
     assert fields["interior_class"] == better and fields["score"] == 0.6
     assert fields["seed_threshold"] == 0.9 and fields["tta"] is False

@@ -180,7 +180,7 @@ def test_test_time_augmentation_is_recorded_only_when_it_pays(
     def probabilities(segmenter, dataset, tta=()):
         return ["averaged" if tta else "plain"], [None], None
 
-    def choose(probabilities, targets, interior_class=None):
+    def choose(probabilities, targets, interior_class=None, grid=None):
         averaged = probabilities == ["averaged"]
         return InstanceParameters(threshold=0.3 if averaged else 0.5), 0.5 + gain * averaged
 

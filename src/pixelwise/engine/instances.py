@@ -31,7 +31,7 @@ from pixelwise.inference.instances import instance_labels
 from pixelwise.inference.predict import object_maps, predict_outputs
 from pixelwise.inference.segmenter import Segmenter
 from pixelwise.inference.tta import DIHEDRAL
-from pixelwise.instances import choose_parameters
+from pixelwise.instances import GRID, choose_parameters
 from pixelwise.nn.distance import has_distance_head
 
 logger = logging.getLogger(__name__)
@@ -60,14 +60,11 @@ def test_time_transforms(data: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(name for name in DIHEDRAL if name in names) if len(names) > 1 else ()
 
 
-def interior_class(class_names: Sequence[str], distance: bool = False) -> int | None:
-    """The map that seeds the watershed: K, the predicted distance after the K classes'
-    probabilities (``distance``: a network with a distance head); else the class ``"core"``
-    of a core target, ``"interior"`` of a background / interior / boundary one; None for a
-    background / object target (distance peaks)."""
+def interior_class(class_names: Sequence[str]) -> int | None:
+    """The class whose probability seeds the watershed: ``"core"`` of a core target,
+    ``"interior"`` of a background / interior / boundary one; None for a background / object
+    target (distance peaks)."""
     names = list(class_names)
-    if distance:
-        return len(names)
     for name in ("core", "interior"):
         if name in names:
             return names.index(name)
@@ -81,7 +78,8 @@ def validation_probabilities(
     distance head's predicted map after them ((K + 1, H, W)), predicted as ``pixelwise
     predict`` and ``evaluate`` predict (whole, or in tiles of 512, averaged over the
     test-time transforms ``tta`` if any), the samples' instance labels, and the index of the
-    map that seeds the watershed (:func:`interior_class`)."""
+    map that seeds the watershed first (:func:`seed_maps`: a distance head's map, else the
+    :func:`interior_class`)."""
     segmenter = path if isinstance(path, Segmenter) else inference_model(path)
     probabilities, targets = [], []
     with torch.no_grad():
@@ -90,8 +88,8 @@ def validation_probabilities(
             logits, distance = predict_outputs(segmenter, image, tile=512, tta=tuple(tta))
             probabilities.append(object_maps(logits, distance))
             targets.append(instance_labels(dataset, index))  # touching objects still touching
-    interior = interior_class(segmenter.class_names, has_distance_head(segmenter))
-    return probabilities, targets, interior
+    seeds = seed_maps(segmenter.class_names, has_distance_head(segmenter))
+    return probabilities, targets, seeds[0]
 
 
 def inference_model(path: str | Path, device: str | torch.device = "cpu") -> Segmenter:
@@ -133,12 +131,13 @@ def seed_maps(class_names: Sequence[str], distance: bool = False) -> tuple[int |
 def _search(
     probabilities: Sequence[np.ndarray], targets: Sequence[np.ndarray], seeds: Sequence[int | None]
 ) -> dict[str, object]:
-    """:func:`~pixelwise.instances.choose_parameters` with each seed map of ``seeds``; the
-    best (the first on a tie) as fields to record: the parameters, ``interior_class`` and
-    ``score``."""
+    """:func:`~pixelwise.instances.choose_parameters` with each seed map of ``seeds`` (the
+    components, which no seed map changes, searched with the first only); the best (the
+    first on a tie) as fields to record: the parameters, ``interior_class`` and ``score``."""
     best: dict[str, object] | None = None
-    for seed in seeds:
-        chosen, score = choose_parameters(probabilities, targets, interior_class=seed)
+    for number, seed in enumerate(seeds):
+        grid = GRID if number == 0 else {**GRID, "method": ("watershed",)}
+        chosen, score = choose_parameters(probabilities, targets, interior_class=seed, grid=grid)
         if best is None or score > best["score"]:
             best = {**chosen.to_dict(), "interior_class": seed, "score": score}
     assert best is not None  # seeds is never empty
