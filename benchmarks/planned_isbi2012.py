@@ -13,7 +13,8 @@ the first arm over the second (shipped over planned by default).
 plan with the encoder U-Net's full-resolution skip (``model.options.full_resolution_skip``:
 the image's own features joined at stride 1, for membranes a pixel or two wide),
 ``planned_ema`` the plan with a moving average of the weights (``train.ema = 0.99``) and
-``planned_elastic`` with the paper's elastic deformation (10 px); ``lean`` is
+``planned_elastic`` with the paper's elastic deformation (10 px), ``planned_lr2`` with
+twice the plan's learning rate; ``lean`` is
 the shipped config with the lean recipe of the issue that asked for the planner (base width
 16, no class weights, no elastic deformation, poly decay over the time budget).
 
@@ -49,6 +50,7 @@ PLANNED_VARIANTS = {
     "planned_full_resolution": [_runs.FULL_RESOLUTION_SKIP],
     "planned_ema": ["train.ema=0.99"],
     "planned_elastic": ["data.elastic_std=10.0"],
+    "planned_lr2": ["optim.lr=0.002"],
 }
 # The shipped config with the issue's lean recipe: what the plan must at least match.
 LEAN = [
