@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"ISBI 2012, {_runs.describe_samples(names)}, {args.minutes:g} min each, jobs {args.jobs}"
     )
-    keys = ("pixel_error", "rand_error", "min_rand_error", "v_info")
+    keys = isbi2012.TABLE_KEYS
     rows = []
     for label in trained:
         for mark, scores in results[label].items():

@@ -20,6 +20,7 @@ import pytest
 
 from pixelwise.data import split_by_manifest
 from pixelwise.engine.checkpoint import load_checkpoint
+from pixelwise.metrics import ISBI_THRESHOLDS
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_DATA = ROOT.parent / "shared" / "data"
@@ -66,9 +67,18 @@ def test_isbi2012_smoke(tmp_path):
     results = report["results"]
     assert list(results)[:3] == ["2.5e-05 min", "5e-05 min", "0.0001 min"]
     for scores in results.values():
-        for key in ("pixel_error", "rand_error", "min_rand_error", "v_info", "max_v_info"):
+        for key in (
+            "pixel_error",
+            "rand_error",
+            "min_rand_error",
+            "min_rand_error_watershed",
+            "v_info",
+            "max_v_info",
+        ):
             assert 0.0 <= scores[key] <= 1.0, key
         assert scores["min_rand_error"] <= scores["rand_error"] + 1e-12
+        assert scores["min_rand_error_watershed_threshold"] in ISBI_THRESHOLDS
+        assert scores["watershed_seed_fraction"] == 0.25
     assert report["validation_samples"] == ["20"]  # --smoke scores the first val slice only
     for name in ("scores.png", "slice20.png", "membranes/20.png"):
         assert (tmp_path / name).stat().st_size > 0, name

@@ -194,6 +194,62 @@ def test_membrane_to_segments_uses_four_connectivity() -> None:
     assert membrane_to_segments(torch.tensor(membrane > 0.5)).max() == 4  # bool: True = membrane
 
 
+def gapped_cells() -> tuple[np.ndarray, np.ndarray]:
+    """Two cells (5x3 each) parted by a membrane column with a faint one-pixel gap (0.4);
+    their true segments, the whole column true membrane."""
+    membrane = np.full((5, 7), 0.05)
+    membrane[:, 3] = 0.9
+    membrane[2, 3] = 0.4
+    gt = np.zeros((5, 7), np.int64)
+    gt[:, :3], gt[:, 4:] = 1, 2
+    return membrane, gt
+
+
+def test_seeded_watershed_keeps_cells_apart_that_a_membrane_gap_joins() -> None:
+    membrane, gt = gapped_cells()
+    plain = membrane_to_segments(membrane, 0.5)
+    assert plain.max() == 1  # the gap joins the two cells into one segment
+    seeded = membrane_to_segments(membrane, 0.5, seed_threshold=0.2)
+    # Where the two floods meet, the gap pixel, becomes a one-pixel membrane line: the true cells.
+    np.testing.assert_array_equal(seeded, gt)
+    np.testing.assert_array_equal((seeded != 0) != (plain != 0), membrane == 0.4)
+    # Scored: one segment over two true cells halves the merge score; seeded, nothing is wrong.
+    assert isbi_scores(gt, plain).v_rand == pytest.approx(2 / 3)
+    assert isbi_scores(gt, seeded).v_rand == 1.0
+    search = maximal_isbi_scores(membrane, gt, (0.5,), seed_fraction=0.4)
+    assert search.best_v_rand == 1.0
+    assert maximal_isbi_scores(membrane, gt, (0.5,)).best_v_rand == pytest.approx(2 / 3)
+
+
+def test_seeded_watershed_edge_cases() -> None:
+    rng = np.random.default_rng(1)
+    prob = rng.random((37, 29))
+    # Seeds at the threshold are the regions themselves: the plain segments.
+    np.testing.assert_array_equal(
+        membrane_to_segments(prob, 0.6, seed_threshold=0.6), membrane_to_segments(prob, 0.6)
+    )
+    # Seeds under the threshold refine the plain segments: lines cut them, nothing joins them.
+    plain, seeded = (
+        membrane_to_segments(prob, 0.6),
+        membrane_to_segments(prob, 0.6, seed_threshold=0.3),
+    )
+    assert ((seeded != 0) <= (plain != 0)).all() and seeded.max() >= plain.max()
+    inside = seeded != 0
+    for label in range(1, seeded.max() + 1):
+        assert len(np.unique(plain[inside & (seeded == label)])) == 1
+    # An interior region no seed lies in stays a segment of its own, in raster order.
+    membrane = np.full((5, 7), 0.9)
+    membrane[1:4, 1:3] = 0.05  # a sure cell
+    membrane[1:4, 4:6] = 0.3  # interior at 0.5, but under no seed at 0.2
+    labels = membrane_to_segments(membrane, 0.5, seed_threshold=0.2)
+    assert labels[2, 1] == 1 and labels[2, 4] == 2 and labels.max() == 2
+    np.testing.assert_array_equal(labels != 0, membrane < 0.5)
+    with pytest.raises(ValueError, match=r"^seed_threshold must lie in \[0, threshold = 0.5\]"):
+        membrane_to_segments(membrane, 0.5, seed_threshold=0.7)
+    with pytest.raises(ValueError, match=r"^seed_fraction must lie in \[0, 1\], got 1.5"):
+        maximal_isbi_scores(membrane, labels, seed_fraction=1.5)
+
+
 def test_threshold_search_picks_the_first_best_threshold() -> None:
     # Two true cells split by a strong membrane column (0.7); a faint false membrane (0.4)
     # cuts the left cell. t <= 0.4 keeps the false cut (a split), t >= 0.8 opens the true
