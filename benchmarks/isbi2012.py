@@ -103,6 +103,7 @@ def score(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str,
         for m, t in zip(maps, truths, strict=True)
     ]
     v_rand_seeded = np.mean([[s.v_rand for s in search.scores] for search in seeded], axis=0)
+    pixel_seeded = np.mean([[s.pixel_error for s in search.scores] for search in seeded], axis=0)
     best_seeded = int(np.argmax(v_rand_seeded))
     return {
         "pixel_error": float(np.mean([s.pixel_error for s in half])),
@@ -113,6 +114,7 @@ def score(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str,
         "pixel_error_at_that_threshold": float(pixel[best_rand]),
         "min_rand_error_watershed": float(1.0 - v_rand_seeded[best_seeded]),
         "min_rand_error_watershed_threshold": thresholds[best_seeded],
+        "pixel_error_at_watershed_threshold": float(pixel_seeded[best_seeded]),
         "watershed_seed_fraction": SEED_FRACTION,
         "max_v_info": float(v_info[best_info]),
         "max_v_info_threshold": thresholds[best_info],
