@@ -244,6 +244,8 @@ def test_seeded_watershed_edge_cases() -> None:
     labels = membrane_to_segments(membrane, 0.5, seed_threshold=0.2)
     assert labels[2, 1] == 1 and labels[2, 4] == 2 and labels.max() == 2
     np.testing.assert_array_equal(labels != 0, membrane < 0.5)
+    assert membrane_to_segments(np.ones((3, 4)), 0.5, seed_threshold=0.2).tolist() == [[0] * 4] * 3
+    assert membrane_to_segments(np.zeros((0, 4)), 0.5, seed_threshold=0.2).shape == (0, 4)
     with pytest.raises(ValueError, match=r"^seed_threshold must lie in \[0, threshold = 0.5\]"):
         membrane_to_segments(membrane, 0.5, seed_threshold=0.7)
     with pytest.raises(ValueError, match=r"^seed_fraction must lie in \[0, 1\], got 1.5"):

@@ -250,6 +250,8 @@ def membrane_to_segments(
         raise ValueError(
             message("seed_threshold", f"lie in [0, threshold = {threshold}]", seed_threshold)
         )
+    if not labels.any():  # no interior (or an empty map): nothing to flood
+        return labels.astype(np.int64)
     from skimage.segmentation import watershed
 
     markers, _ = ndimage.label(membrane < seed_threshold, structure=_FOUR_NEIGHBOURS)
