@@ -10,8 +10,8 @@ maximal V_rand / V_info over the thresholds 0.0 … 1.0 (one threshold for all t
 Beside the challenge's thresholded segments, ``min_rand_error_watershed`` scores the same
 search with each threshold's segments made by a seeded watershed
 (:func:`pixelwise.metrics.membrane_to_segments` with ``seed_threshold``: markers where the map
-is under a quarter of the threshold), so cells a faint membrane gap joins stay apart; the
-interior, and the pixel error, are the threshold's.
+is under a quarter of the threshold; one-pixel membrane lines where floods meet), so cells a
+faint membrane gap joins stay apart.
 The slices scored are printed and recorded by name (``validation_samples`` in the JSON).
 
     .venv/bin/python benchmarks/isbi2012.py [--minutes 60] [--out DIR] [--data DIR] [--smoke]
@@ -89,21 +89,29 @@ def true_segments(dataset: object) -> list[np.ndarray]:
     ]
 
 
+def slice_means(searches: Sequence[object], key: str) -> np.ndarray:
+    """One score of threshold searches, averaged over the slices at each threshold.
+
+    Shape:
+        (thresholds,).
+    """
+    return np.mean([[getattr(s, key) for s in search.scores] for search in searches], axis=0)
+
+
 def score(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str, object]:
     """Scores at 0.5 (means over the slices) and the maximal V_rand / V_info of the stack."""
     searches = [maximal_isbi_scores(m, t) for m, t in zip(maps, truths, strict=True)]
     thresholds = searches[0].thresholds
-    v_rand = np.mean([[s.v_rand for s in search.scores] for search in searches], axis=0)
-    v_info = np.mean([[s.v_info for s in search.scores] for search in searches], axis=0)
-    pixel = np.mean([[s.pixel_error for s in search.scores] for search in searches], axis=0)
+    v_rand, v_info, pixel = (
+        slice_means(searches, key) for key in ("v_rand", "v_info", "pixel_error")
+    )
     half = [isbi_scores(t, membrane_to_segments(m, 0.5)) for m, t in zip(maps, truths, strict=True)]
     best_rand, best_info = int(np.argmax(v_rand)), int(np.argmax(v_info))
     seeded = [
         maximal_isbi_scores(m, t, seed_fraction=SEED_FRACTION)
         for m, t in zip(maps, truths, strict=True)
     ]
-    v_rand_seeded = np.mean([[s.v_rand for s in search.scores] for search in seeded], axis=0)
-    pixel_seeded = np.mean([[s.pixel_error for s in search.scores] for search in seeded], axis=0)
+    v_rand_seeded, pixel_seeded = (slice_means(seeded, key) for key in ("v_rand", "pixel_error"))
     best_seeded = int(np.argmax(v_rand_seeded))
     return {
         "pixel_error": float(np.mean([s.pixel_error for s in half])),
